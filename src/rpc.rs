@@ -1,0 +1,107 @@
+//! Per-RPC logging and the single conversion of [`Error`] into a gRPC status.
+//!
+//! Every handler runs its body through [`run`]: it opens a tracing span named
+//! for the method and carrying the ids in the request, times the call, logs
+//! the outcome once (debug for the chatty health calls, info for successes,
+//! warn for client-side failures, error for internal ones) and converts the
+//! service error into a `tonic::Status`.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::{Code, Response, Status};
+use tracing::{Instrument, Level, field};
+
+use crate::error::Error;
+
+/// The identifiers a request carries, recorded on the RPC's span.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ids<'a> {
+    /// EBS volume id (`vol-…`), if the request names one.
+    pub volume: &'a str,
+    /// Node (instance) id (`i-…`), if the request names one.
+    pub node: &'a str,
+    /// Snapshot id (`snap-…`), if the request names one.
+    pub snapshot: &'a str,
+}
+
+impl<'a> Ids<'a> {
+    /// Ids of a request that names only a volume.
+    pub fn volume(volume: &'a str) -> Self {
+        Ids {
+            volume,
+            ..Ids::default()
+        }
+    }
+}
+
+/// Methods polled by sidecars every few seconds: logged at debug only.
+fn is_chatty(method: &str) -> bool {
+    matches!(
+        method,
+        "Probe"
+            | "GetPluginInfo"
+            | "GetPluginCapabilities"
+            | "ControllerGetCapabilities"
+            | "NodeGetCapabilities"
+            | "GroupControllerGetCapabilities"
+    )
+}
+
+/// Runs one RPC body inside its span and turns the outcome into a response.
+pub async fn run<T, F>(method: &'static str, ids: Ids<'_>, body: F) -> Result<Response<T>, Status>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let span = tracing::info_span!(
+        "rpc",
+        method,
+        volume_id = field::Empty,
+        node_id = field::Empty,
+        snapshot_id = field::Empty,
+    );
+    for (name, value) in [
+        ("volume_id", ids.volume),
+        ("node_id", ids.node),
+        ("snapshot_id", ids.snapshot),
+    ] {
+        if !value.is_empty() {
+            span.record(name, value);
+        }
+    }
+
+    let started = Instant::now();
+    let outcome = body.instrument(span.clone()).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    match outcome {
+        Ok(reply) => {
+            if is_chatty(method) {
+                tracing::event!(Level::DEBUG, duration_ms, code = "OK", "rpc done");
+            } else {
+                tracing::event!(Level::INFO, duration_ms, code = "OK", "rpc done");
+            }
+            Ok(Response::new(reply))
+        }
+        Err(err) => {
+            let code = err.code();
+            let message = err.to_string();
+            if matches!(code, Code::Internal | Code::Unknown) {
+                tracing::error!(duration_ms, code = ?code, error = %message, "rpc failed");
+            } else {
+                tracing::warn!(duration_ms, code = ?code, error = %message, "rpc failed");
+            }
+            Err(Status::new(code, message))
+        }
+    }
+}
+
+/// The answer of an RPC this driver does not implement, naming the RPC.
+pub async fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
+    run(method, Ids::default(), async move {
+        Err(Error::Unimplemented(format!(
+            "{method} is not implemented by this driver"
+        )))
+    })
+    .await
+}
