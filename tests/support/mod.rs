@@ -7,6 +7,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod ec2sim;
+pub use ec2sim::{Ec2Sim, SimOptions};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,4 +195,66 @@ pub async fn connect(path: &Path) -> Channel {
         }))
         .await
         .expect("connect to driver socket")
+}
+
+/// The emulator plus a driver wired to it: the usual start of an
+/// integration test that needs EC2 (and, as root, real devices).
+pub struct Harness {
+    /// The driver; declared first so it stops before the emulator.
+    pub driver: Driver,
+    /// The EC2 emulator.
+    pub sim: Ec2Sim,
+}
+
+impl Harness {
+    /// Starts the emulator with default options and a driver in `mode`.
+    pub async fn start(mode: &'static str) -> Harness {
+        Harness::start_with(mode, SimOptions::default(), Vec::new()).await
+    }
+
+    /// Starts the emulator with `opts` and a driver in `mode` with extra
+    /// `args`; the driver gets the emulator's AWS environment and its
+    /// device directory.
+    pub async fn start_with(mode: &'static str, opts: SimOptions, args: Vec<String>) -> Harness {
+        let sim = tokio::task::spawn_blocking(move || Ec2Sim::start_with(opts))
+            .await
+            .expect("start ec2sim");
+        let mut all_args = vec![format!("--device-dir={}", sim.device_dir.display())];
+        all_args.extend(args);
+        let driver = Driver::start_with(DriverConfig {
+            mode,
+            args: all_args,
+            env: sim.driver_env(),
+            socket: None,
+        })
+        .await;
+        Harness { driver, sim }
+    }
+
+    /// Waits (bounded) until the driver's Probe reports ready.
+    pub async fn wait_ready(&self) {
+        let mut identity = self.driver.identity().await;
+        let start = Instant::now();
+        loop {
+            let reply = identity
+                .probe(ebs_csi_driver::csi::ProbeRequest {})
+                .await
+                .expect("probe")
+                .into_inner();
+            if reply.ready == Some(true) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "driver not ready after 30s; log:\n{}",
+                self.driver.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// True when running as root (needed for loop devices and mounts).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command (README.md "Test"; .ci/run runs exactly this).
+# 1. the EC2 test bed's own suite (pytest, its own venv);
+# 2. every Rust test: unit tests, and integration tests against the test bed
+#    and, as root, real loop devices, mkfs and mount.
+# Integration tests that need root or a tool this machine lacks say so in
+# their output and skip; everything else must pass.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== ec2sim: the EC2 test bed's own tests"
+bash tests/ec2sim/pytest.sh -q
+
+echo "== cargo test: unit and integration tests"
+cargo test --locked
