@@ -4,7 +4,15 @@ use std::future::Future;
 
 use tonic::transport::Server;
 
-use crate::controller::ControllerService;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cloud::Cloud;
+use crate::cloud::ec2::{Ec2Cloud, Ec2Options};
+use crate::controller::tags::{DriverTags, parse_extra_tags};
+use crate::controller::{ControllerService, Ctl, Timeouts};
+use crate::metrics;
+use crate::readiness::Slot;
 use crate::csi::controller_server::ControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
@@ -25,11 +33,23 @@ where
     let path = server::parse_endpoint(&opts.endpoint)?;
     let listener = server::bind(&path)?;
 
-    let readiness = Readiness::default();
-    let controller = opts
-        .mode
-        .runs_controller()
-        .then(|| ControllerServer::new(ControllerService));
+    let mut readiness = Readiness::default();
+    if let Some(listen) = &opts.http_endpoint {
+        let addr = metrics::parse_listen(listen).map_err(ServerError::Config)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Config(format!("--http-endpoint {listen}: cannot listen: {e}")))?;
+        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(listener));
+    }
+    let controller = if opts.mode.runs_controller() {
+        let ctl = controller_state(&opts)?;
+        readiness.require(&ctl.cloud);
+        spawn_cloud_init(&opts, ctl.cloud.clone());
+        Some(ControllerServer::new(ControllerService::new(ctl)))
+    } else {
+        None
+    };
     let node = opts
         .mode
         .runs_node()
@@ -46,4 +66,52 @@ where
         .add_optional_service(controller)
         .add_optional_service(node);
     server::serve(router, listener, &path, shutdown, opts.shutdown_timeout).await
+}
+
+/// The controller's shared state from the flags; bad flags fail start-up.
+fn controller_state(opts: &Options) -> Result<Ctl, ServerError> {
+    let extra = parse_extra_tags(&opts.extra_tags).map_err(|e| ServerError::Config(e.to_string()))?;
+    let cluster_id = Some(opts.k8s_tag_cluster_id.trim().to_string()).filter(|s| !s.is_empty());
+    Ok(Ctl {
+        cloud: Slot::new("EC2 client"),
+        tags: DriverTags { extra, cluster_id },
+        own_zone: opts.availability_zone.clone(),
+        inflight: Default::default(),
+        devices: Default::default(),
+        timeouts: Timeouts {
+            create: opts.create_timeout,
+            attach: opts.attach_timeout,
+            detach: opts.detach_timeout,
+            modify: opts.modify_timeout,
+        },
+    })
+}
+
+/// Sets up the EC2 client in the background: configuration, then one
+/// DescribeAvailabilityZones to prove credentials and endpoint work (and to
+/// cache the zones). Probe stays not-ready, and RPCs answer Unavailable,
+/// until it succeeds; failures are logged and retried with backoff.
+fn spawn_cloud_init(opts: &Options, slot: Slot<Arc<dyn Cloud>>) {
+    let ec2 = Ec2Options {
+        region: opts.region.clone(),
+        user_agent_extra: opts.user_agent_extra.clone(),
+    };
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match Ec2Cloud::connect(&ec2).await {
+                Ok(cloud) => match cloud.zones().await {
+                    Ok(zones) => {
+                        tracing::info!(zones = %zones.join(","), "EC2 client ready");
+                        slot.set(cloud as Arc<dyn Cloud>);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 not usable yet"),
+                },
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 client setup failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    });
 }

@@ -9,11 +9,13 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod cloud;
 pub mod controller;
 pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod options;
 pub mod readiness;

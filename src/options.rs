@@ -120,6 +120,23 @@ pub struct Options {
     /// Bound on each instance-metadata request.
     #[arg(long, value_parser = parse_seconds, default_value = "5")]
     pub metadata_timeout: Duration,
+
+    /// Bound on a new volume reaching `available`.
+    #[arg(long, value_parser = parse_seconds, default_value = "300", hide = true)]
+    pub create_timeout: Duration,
+
+    /// Bound on an attachment reaching `attached` before it counts as stuck
+    /// (it is then detached and retried once).
+    #[arg(long, value_parser = parse_seconds, default_value = "120", hide = true)]
+    pub attach_timeout: Duration,
+
+    /// Bound on a detachment completing.
+    #[arg(long, value_parser = parse_seconds, default_value = "120", hide = true)]
+    pub detach_timeout: Duration,
+
+    /// Bound on a modification becoming effective or a snapshot completing.
+    #[arg(long, value_parser = parse_seconds, default_value = "300", hide = true)]
+    pub modify_timeout: Duration,
 }
 
 /// Parses a whole or fractional number of seconds, with an optional `s`.

@@ -23,6 +23,8 @@ pub struct Ids<'a> {
     pub node: &'a str,
     /// Snapshot id (`snap-…`), if the request names one.
     pub snapshot: &'a str,
+    /// The CO's name of the object being created, if any.
+    pub name: &'a str,
 }
 
 impl<'a> Ids<'a> {
@@ -59,11 +61,13 @@ where
         volume_id = field::Empty,
         node_id = field::Empty,
         snapshot_id = field::Empty,
+        name = field::Empty,
     );
     for (name, value) in [
         ("volume_id", ids.volume),
         ("node_id", ids.node),
         ("snapshot_id", ids.snapshot),
+        ("name", ids.name),
     ] {
         if !value.is_empty() {
             span.record(name, value);
@@ -72,7 +76,10 @@ where
 
     let started = Instant::now();
     let outcome = body.instrument(span.clone()).await;
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    let duration_ms = took.as_secs_f64() * 1000.0;
+    let code = outcome.as_ref().map_or_else(|e| e.code(), |_| Code::Ok);
+    crate::metrics::global().rpc(method, code, took);
     let _entered = span.enter();
     match outcome {
         Ok(reply) => {

@@ -33,6 +33,9 @@ pub enum ServerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A flag other than the endpoint is unusable.
+    #[error("{0}")]
+    Config(String),
     /// The gRPC server failed while serving.
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),

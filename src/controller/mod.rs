@@ -1,57 +1,176 @@
 //! The CSI Controller service: volumes, attachments and snapshots through EC2.
+//!
+//! `mod.rs` only dispatches: each RPC runs through [`rpc::run`] (logging,
+//! metrics, the one Error → Status conversion) into a function of the
+//! module named for what it does.
+
+pub mod caps;
+pub mod inflight;
+pub mod inspect;
+pub mod params;
+pub mod publish;
+pub mod tags;
+pub mod topology;
+pub mod volumes;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
+use crate::cloud::Cloud;
+use crate::cloud::devices::DeviceAllocator;
 use crate::csi;
 use crate::csi::controller_server::Controller;
-use crate::rpc;
+use crate::csi::controller_service_capability::rpc::Type as Cap;
+use crate::error::Result as CsiResult;
+use crate::readiness::Slot;
+use crate::rpc::{self, Ids};
+use params::VolumeParams;
+use tags::DriverTags;
+
+/// Bounds of the controller's waits.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// creating → available.
+    pub create: Duration,
+    /// attaching → attached, before the attachment counts as stuck.
+    pub attach: Duration,
+    /// detaching → detached.
+    pub detach: Duration,
+    /// A modification to reach optimizing/completed; snapshots to complete.
+    pub modify: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            create: Duration::from_secs(300),
+            attach: Duration::from_secs(120),
+            detach: Duration::from_secs(120),
+            modify: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the controller RPCs share.
+pub struct Ctl {
+    /// The EC2 client, once initialised.
+    pub cloud: Slot<Arc<dyn Cloud>>,
+    /// Driver-wide tags.
+    pub tags: DriverTags,
+    /// This process's zone, used when a request does not constrain it.
+    pub own_zone: Option<String>,
+    /// Keys (names, volume ids) with an operation in flight.
+    pub inflight: inflight::InFlight,
+    /// Device names per instance.
+    pub devices: DeviceAllocator,
+    /// Wait bounds.
+    pub timeouts: Timeouts,
+}
+
+impl Ctl {
+    /// The EC2 client, or Unavailable while it is being set up.
+    pub fn cloud(&self) -> CsiResult<Arc<dyn Cloud>> {
+        self.cloud.get().cloned()
+    }
+
+    /// Tags of a new volume named `name`.
+    pub fn volume_tags(&self, name: &str, params: &VolumeParams) -> Vec<(String, String)> {
+        volumes::volume_tags(self.tags.common(), name, params)
+    }
+}
+
+/// Whether `id` looks like an EBS volume id (`vol-` and hex).
+pub fn is_volume_id(id: &str) -> bool {
+    id.strip_prefix("vol-")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether `id` looks like an EC2 instance id (`i-` and hex).
+pub fn is_instance_id(id: &str) -> bool {
+    id.strip_prefix("i-")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 /// The Controller service.
-#[derive(Debug, Clone, Default)]
-pub struct ControllerService;
+#[derive(Clone)]
+pub struct ControllerService {
+    ctl: Arc<Ctl>,
+}
+
+impl ControllerService {
+    /// A service over `ctl`.
+    pub fn new(ctl: Ctl) -> Self {
+        ControllerService { ctl: Arc::new(ctl) }
+    }
+}
+
+/// The capabilities this controller implements.
+pub const CAPABILITIES: [Cap; 6] = [
+    Cap::CreateDeleteVolume,
+    Cap::PublishUnpublishVolume,
+    Cap::ListVolumes,
+    Cap::ListVolumesPublishedNodes,
+    Cap::GetVolume,
+    Cap::VolumeCondition,
+];
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn create_volume(
         &self,
-        _request: Request<csi::CreateVolumeRequest>,
+        request: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
-        rpc::unimplemented("CreateVolume").await
+        let req = request.into_inner();
+        let name = req.name.clone();
+        let ids = Ids { name: &name, ..Ids::default() };
+        rpc::run("CreateVolume", ids, volumes::create(&self.ctl, req)).await
     }
 
     async fn delete_volume(
         &self,
-        _request: Request<csi::DeleteVolumeRequest>,
+        request: Request<csi::DeleteVolumeRequest>,
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
-        rpc::unimplemented("DeleteVolume").await
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("DeleteVolume", Ids::volume(&id), volumes::delete(&self.ctl, req)).await
     }
 
     async fn controller_publish_volume(
         &self,
-        _request: Request<csi::ControllerPublishVolumeRequest>,
+        request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        rpc::unimplemented("ControllerPublishVolume").await
+        let req = request.into_inner();
+        let (v, n) = (req.volume_id.clone(), req.node_id.clone());
+        let ids = Ids { volume: &v, node: &n, ..Ids::default() };
+        rpc::run("ControllerPublishVolume", ids, publish::publish(&self.ctl, req)).await
     }
 
     async fn controller_unpublish_volume(
         &self,
-        _request: Request<csi::ControllerUnpublishVolumeRequest>,
+        request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        rpc::unimplemented("ControllerUnpublishVolume").await
+        let req = request.into_inner();
+        let (v, n) = (req.volume_id.clone(), req.node_id.clone());
+        let ids = Ids { volume: &v, node: &n, ..Ids::default() };
+        rpc::run("ControllerUnpublishVolume", ids, publish::unpublish(&self.ctl, req)).await
     }
 
     async fn validate_volume_capabilities(
         &self,
-        _request: Request<csi::ValidateVolumeCapabilitiesRequest>,
+        request: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        rpc::unimplemented("ValidateVolumeCapabilities").await
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("ValidateVolumeCapabilities", Ids::volume(&id), inspect::validate(&self.ctl, req)).await
     }
 
     async fn list_volumes(
         &self,
-        _request: Request<csi::ListVolumesRequest>,
+        request: Request<csi::ListVolumesRequest>,
     ) -> Result<Response<csi::ListVolumesResponse>, Status> {
-        rpc::unimplemented("ListVolumes").await
+        rpc::run("ListVolumes", Ids::default(), inspect::list(&self.ctl, request.into_inner())).await
     }
 
     async fn get_capacity(
@@ -65,7 +184,19 @@ impl Controller for ControllerService {
         &self,
         _request: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
-        rpc::unimplemented("ControllerGetCapabilities").await
+        rpc::run("ControllerGetCapabilities", Ids::default(), async {
+            Ok(csi::ControllerGetCapabilitiesResponse {
+                capabilities: CAPABILITIES
+                    .iter()
+                    .map(|c| csi::ControllerServiceCapability {
+                        r#type: Some(csi::controller_service_capability::Type::Rpc(
+                            csi::controller_service_capability::Rpc { r#type: *c as i32 },
+                        )),
+                    })
+                    .collect(),
+            })
+        })
+        .await
     }
 
     async fn create_snapshot(
@@ -105,9 +236,11 @@ impl Controller for ControllerService {
 
     async fn controller_get_volume(
         &self,
-        _request: Request<csi::ControllerGetVolumeRequest>,
+        request: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
-        rpc::unimplemented("ControllerGetVolume").await
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("ControllerGetVolume", Ids::volume(&id), inspect::get(&self.ctl, req)).await
     }
 
     async fn controller_modify_volume(

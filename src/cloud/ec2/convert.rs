@@ -1,0 +1,165 @@
+//! Conversions between aws-sdk-ec2 types and the domain types.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use aws_sdk_ec2::primitives::DateTime;
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+use crate::cloud::types::*;
+
+/// A describe filter.
+pub fn filter(name: &str, values: Vec<String>) -> Filter {
+    Filter::builder().name(name).set_values(Some(values)).build()
+}
+
+/// TagSpecifications for a resource created with `tags`.
+pub fn tag_spec(resource: ResourceType, tags: &[(String, String)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(to_tags(tags)))
+        .build()
+}
+
+/// SDK tags from pairs.
+pub fn to_tags(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Pairs from SDK tags.
+pub fn from_tags(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+/// SystemTime from an SDK timestamp.
+pub fn time(t: Option<&DateTime>) -> Option<SystemTime> {
+    t.and_then(|t| SystemTime::try_from(*t).ok())
+}
+
+/// Domain volume from DescribeVolumes' item.
+pub fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+    Volume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        size_gib: v.size().unwrap_or_default() as i64,
+        zone: v.availability_zone().unwrap_or_default().to_string(),
+        volume_type: v
+            .volume_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        iops: v.iops().map(i64::from),
+        throughput: v.throughput().map(i64::from),
+        encrypted: v.encrypted().unwrap_or(false),
+        kms_key_id: v.kms_key_id().map(str::to_string),
+        snapshot_id: v
+            .snapshot_id()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        multi_attach: v.multi_attach_enabled().unwrap_or(false),
+        state: VolumeState::parse(v.state().map(|s| s.as_str()).unwrap_or("")),
+        attachments: v
+            .attachments()
+            .iter()
+            .map(|a| Attachment {
+                instance_id: a.instance_id().unwrap_or_default().to_string(),
+                device: a.device().unwrap_or_default().to_string(),
+                state: AttachState::parse(a.state().map(|s| s.as_str()).unwrap_or("")),
+            })
+            .collect(),
+        tags: from_tags(v.tags()),
+        create_time: time(v.create_time()),
+    }
+}
+
+/// Domain volume from CreateVolume's answer (same fields, other type).
+pub fn created_volume(v: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput) -> Volume {
+    Volume {
+        id: v.volume_id().unwrap_or_default().to_string(),
+        size_gib: v.size().unwrap_or_default() as i64,
+        zone: v.availability_zone().unwrap_or_default().to_string(),
+        volume_type: v
+            .volume_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        iops: v.iops().map(i64::from),
+        throughput: v.throughput().map(i64::from),
+        encrypted: v.encrypted().unwrap_or(false),
+        kms_key_id: v.kms_key_id().map(str::to_string),
+        snapshot_id: v
+            .snapshot_id()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        multi_attach: v.multi_attach_enabled().unwrap_or(false),
+        state: VolumeState::parse(v.state().map(|s| s.as_str()).unwrap_or("")),
+        attachments: Vec::new(),
+        tags: from_tags(v.tags()),
+        create_time: time(v.create_time()),
+    }
+}
+
+/// Domain instance from DescribeInstances' item.
+pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_string(),
+        zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        devices: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.device_name().map(str::to_string))
+            .collect(),
+    }
+}
+
+/// Domain snapshot from DescribeSnapshots' item.
+pub fn snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
+    Snapshot {
+        id: s.snapshot_id().unwrap_or_default().to_string(),
+        volume_id: s.volume_id().unwrap_or_default().to_string(),
+        size_gib: s.volume_size().unwrap_or_default() as i64,
+        state: SnapshotState::parse(s.state().map(|x| x.as_str()).unwrap_or("")),
+        start_time: time(s.start_time()),
+        tags: from_tags(s.tags()),
+    }
+}
+
+/// Domain snapshot from CreateSnapshots' item.
+pub fn snapshot_info(s: &aws_sdk_ec2::types::SnapshotInfo) -> Snapshot {
+    Snapshot {
+        id: s.snapshot_id().unwrap_or_default().to_string(),
+        volume_id: s.volume_id().unwrap_or_default().to_string(),
+        size_gib: s.volume_size().unwrap_or_default() as i64,
+        state: SnapshotState::parse(s.state().map(|x| x.as_str()).unwrap_or("")),
+        start_time: time(s.start_time()),
+        tags: from_tags(s.tags()),
+    }
+}
+
+/// Domain modification from DescribeVolumesModifications' item.
+pub fn modification(m: &aws_sdk_ec2::types::VolumeModification) -> Modification {
+    Modification {
+        volume_id: m.volume_id().unwrap_or_default().to_string(),
+        state: ModificationState::parse(
+            m.modification_state().map(|s| s.as_str()).unwrap_or(""),
+        ),
+        target_size_gib: m.target_size().map(i64::from),
+        target_type: m.target_volume_type().map(|t| t.as_str().to_string()),
+        target_iops: m.target_iops().map(i64::from),
+        target_throughput: m.target_throughput().map(i64::from),
+    }
+}

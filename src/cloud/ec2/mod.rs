@@ -1,0 +1,257 @@
+//! The aws-sdk-ec2 implementation of [`Cloud`].
+//!
+//! Every EC2 call goes through [`Ec2Cloud::call`]: it waits for the
+//! client-side rate limiter, retries throttling and server errors with
+//! jittered exponential backoff (the SDK's own retry is off so that every
+//! attempt is visible to the limiter and to the metrics), and sorts errors
+//! into [`CloudError`].
+
+mod convert;
+mod snapshots;
+mod volumes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_ec2::config::{AppName, Region};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use tokio::sync::OnceCell;
+
+use super::coalesce::Coalescer;
+use super::error::{CloudError, CloudResult};
+use super::limiter::Limiter;
+use super::types::*;
+use super::{Cloud, SnapshotLock};
+use crate::metrics::{self, Metrics};
+
+/// Tag naming the CSI volume a volume was created for.
+pub const VOLUME_NAME_TAG: &str = "CSIVolumeName";
+/// Tag naming the CSI snapshot a snapshot was created for.
+pub const SNAPSHOT_NAME_TAG: &str = "CSIVolumeSnapshotName";
+/// Tag on everything this driver creates (the IAM policy conditions on it).
+pub const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
+
+/// Attempts for a throttled call before giving up.
+const THROTTLE_ATTEMPTS: u32 = 10;
+/// Attempts for a call that failed with a server or transport error.
+const SERVER_ERROR_ATTEMPTS: u32 = 4;
+
+/// How to connect to EC2.
+#[derive(Debug, Clone, Default)]
+pub struct Ec2Options {
+    /// Region; default: the SDK chain (AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// Appended to the user agent (`--user-agent-extra`).
+    pub user_agent_extra: String,
+}
+
+/// EC2 through aws-sdk-ec2.
+pub struct Ec2Cloud {
+    client: aws_sdk_ec2::Client,
+    limiter: Limiter,
+    metrics: &'static Metrics,
+    volumes: Coalescer<Volume>,
+    volumes_by_name: Coalescer<Volume>,
+    instances: Coalescer<Instance>,
+    snapshots: Coalescer<Snapshot>,
+    snapshots_by_name: Coalescer<Snapshot>,
+    zones: OnceCell<Vec<String>>,
+}
+
+impl Ec2Cloud {
+    /// Builds the client from the SDK's configuration chain (environment,
+    /// profile, web identity / Pod Identity, IMDS). Honours
+    /// `AWS_ENDPOINT_URL_EC2` for emulators.
+    pub async fn connect(opts: &Ec2Options) -> CloudResult<Arc<Self>> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if !opts.user_agent_extra.is_empty() {
+            let name = AppName::new(opts.user_agent_extra.clone()).map_err(|e| {
+                CloudError::InvalidParameter(format!(
+                    "--user-agent-extra {:?} is not a valid user agent token: {e}",
+                    opts.user_agent_extra
+                ))
+            })?;
+            loader = loader.app_name(name);
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            return Err(CloudError::InvalidParameter(
+                "no AWS region: set AWS_REGION or --region (on EC2 it comes from instance metadata)"
+                    .into(),
+            ));
+        }
+        let client = aws_sdk_ec2::Client::new(&config);
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Ec2Cloud>| {
+            let volumes = volumes::by_id(weak.clone());
+            let volumes_by_name = volumes::by_name(weak.clone());
+            let instances = volumes::instances_by_id(weak.clone());
+            let snapshots = snapshots::by_id(weak.clone());
+            let snapshots_by_name = snapshots::by_name(weak.clone());
+            Ec2Cloud {
+                client,
+                limiter: Limiter::default(),
+                metrics: metrics::global(),
+                volumes,
+                volumes_by_name,
+                instances,
+                snapshots,
+                snapshots_by_name,
+                zones: OnceCell::new(),
+            }
+        }))
+    }
+
+    /// Runs one EC2 action: rate limit, retries, metrics, error sorting.
+    /// `send` builds and sends the request; it is called once per attempt.
+    async fn call<T, E, R, F, Fut>(&self, action: &'static str, send: F) -> CloudResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.limiter.acquire(action).await;
+            let started = Instant::now();
+            let result = send().await;
+            let elapsed = started.elapsed();
+            let err = match result {
+                Ok(value) => {
+                    self.metrics.ec2_request(action, elapsed, None);
+                    tracing::debug!(action, attempt, ms = elapsed.as_millis() as u64, "ec2 call");
+                    return Ok(value);
+                }
+                Err(e) => CloudError::from_sdk(action, e),
+            };
+            self.metrics.ec2_request(action, elapsed, Some(&err));
+            let limit = match err {
+                CloudError::Throttled(_) => THROTTLE_ATTEMPTS,
+                CloudError::Unavailable(_) => SERVER_ERROR_ATTEMPTS,
+                _ => 1,
+            };
+            if attempt >= limit {
+                tracing::debug!(action, attempt, error = %err, "ec2 call failed");
+                return Err(err);
+            }
+            let delay = backoff(attempt);
+            tracing::debug!(action, attempt, error = %err, delay_ms = delay.as_millis() as u64,
+                "ec2 call will be retried");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn client(&self) -> &aws_sdk_ec2::Client {
+        &self.client
+    }
+}
+
+/// Jittered exponential backoff: up to 200 ms × 2^(attempt-1), capped at 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (200u64 << (attempt - 1).min(6)).min(10_000);
+    // Jitter from the clock's low bits: good enough to de-synchronise
+    // retries, no randomness crate needed.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(cap_ms / 2 + nanos % (cap_ms / 2 + 1))
+}
+
+#[async_trait]
+impl Cloud for Ec2Cloud {
+    async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
+        self.create_volume_impl(spec).await
+    }
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        self.delete_volume_impl(volume_id).await
+    }
+    async fn volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
+        self.volumes.get(volume_id).await
+    }
+    async fn volume_by_name(&self, name: &str) -> CloudResult<Option<Volume>> {
+        self.volumes_by_name.get(name).await
+    }
+    async fn list_volumes(&self) -> CloudResult<Vec<Volume>> {
+        self.list_volumes_impl().await
+    }
+    async fn instance(&self, instance_id: &str) -> CloudResult<Option<Instance>> {
+        self.instances.get(instance_id).await
+    }
+    async fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> CloudResult<()> {
+        self.attach_volume_impl(volume_id, instance_id, device).await
+    }
+    async fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> CloudResult<()> {
+        self.detach_volume_impl(volume_id, instance_id, force).await
+    }
+    async fn zones(&self) -> CloudResult<Vec<String>> {
+        self.zones
+            .get_or_try_init(|| self.describe_zones())
+            .await
+            .cloned()
+    }
+    async fn modify_volume(&self, volume_id: &str, spec: &ModifySpec) -> CloudResult<()> {
+        self.modify_volume_impl(volume_id, spec).await
+    }
+    async fn modification(&self, volume_id: &str) -> CloudResult<Option<Modification>> {
+        self.modification_impl(volume_id).await
+    }
+    async fn create_tags(&self, resource_id: &str, tags: &[(String, String)]) -> CloudResult<()> {
+        self.create_tags_impl(resource_id, tags).await
+    }
+    async fn delete_tags(&self, resource_id: &str, keys: &[String]) -> CloudResult<()> {
+        self.delete_tags_impl(resource_id, keys).await
+    }
+    async fn create_snapshot(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> CloudResult<Snapshot> {
+        self.create_snapshot_impl(volume_id, description, tags).await
+    }
+    async fn create_snapshots(
+        &self,
+        instance_id: &str,
+        volume_ids: &[String],
+        description: &str,
+        tags: &[(String, String)],
+    ) -> CloudResult<Vec<Snapshot>> {
+        self.create_snapshots_impl(instance_id, volume_ids, description, tags)
+            .await
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        self.delete_snapshot_impl(snapshot_id).await
+    }
+    async fn snapshot(&self, snapshot_id: &str) -> CloudResult<Option<Snapshot>> {
+        self.snapshots.get(snapshot_id).await
+    }
+    async fn snapshot_by_name(&self, name: &str) -> CloudResult<Option<Snapshot>> {
+        self.snapshots_by_name.get(name).await
+    }
+    async fn list_snapshots(&self, volume_id: Option<&str>) -> CloudResult<Vec<Snapshot>> {
+        self.list_snapshots_impl(volume_id).await
+    }
+    async fn enable_fast_snapshot_restores(&self, snapshot_id: &str, zones: &[String]) -> CloudResult<()> {
+        self.enable_fsr_impl(snapshot_id, zones).await
+    }
+    async fn lock_snapshot(&self, snapshot_id: &str, lock: &SnapshotLock) -> CloudResult<()> {
+        self.lock_snapshot_impl(snapshot_id, lock).await
+    }
+}

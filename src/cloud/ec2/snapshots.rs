@@ -1,0 +1,236 @@
+//! Snapshot calls of [`Ec2Cloud`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_ec2::types::{Filter, InstanceSpecification, LockMode, ResourceType};
+
+use super::{CLUSTER_TAG, Ec2Cloud, SNAPSHOT_NAME_TAG, convert};
+use crate::cloud::SnapshotLock;
+use crate::cloud::coalesce::{Coalescer, FetchFn};
+use crate::cloud::error::{CloudError, CloudResult};
+use crate::cloud::types::*;
+
+fn upgrade(weak: &Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
+    weak.upgrade()
+        .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
+}
+
+/// Coalesced lookup of snapshots by id (a `snapshot-id` filter, so a
+/// missing id does not fail the batch).
+pub(super) fn by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
+    let fetch: FetchFn<Snapshot> = Arc::new(move |ids: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let found = cloud
+                .describe_snapshots(vec![convert::filter("snapshot-id", ids)])
+                .await?;
+            Ok(found.into_iter().map(|s| (s.id.clone(), s)).collect())
+        })
+    });
+    Coalescer::new(200, fetch)
+}
+
+/// Coalesced lookup of snapshots by their `CSIVolumeSnapshotName` tag.
+pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
+    let fetch: FetchFn<Snapshot> = Arc::new(move |names: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let found = cloud
+                .describe_snapshots(vec![convert::filter(
+                    &format!("tag:{SNAPSHOT_NAME_TAG}"),
+                    names,
+                )])
+                .await?;
+            let mut by_name: HashMap<String, Snapshot> = HashMap::new();
+            for s in found {
+                let Some(name) = s.tags.get(SNAPSHOT_NAME_TAG).cloned() else {
+                    continue;
+                };
+                match by_name.get(&name) {
+                    Some(old) if (old.start_time, &old.id) <= (s.start_time, &s.id) => {}
+                    _ => {
+                        by_name.insert(name, s);
+                    }
+                }
+            }
+            Ok(by_name)
+        })
+    });
+    Coalescer::new(200, fetch)
+}
+
+impl Ec2Cloud {
+    async fn describe_snapshots(&self, filters: Vec<Filter>) -> CloudResult<Vec<Snapshot>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call("DescribeSnapshots", || {
+                    self.client()
+                        .describe_snapshots()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(1000)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            out.extend(page.snapshots().iter().map(convert::snapshot));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub(super) async fn create_snapshot_impl(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &[(String, String)],
+    ) -> CloudResult<Snapshot> {
+        let out = self
+            .call("CreateSnapshot", || {
+                self.client()
+                    .create_snapshot()
+                    .volume_id(volume_id)
+                    .description(description)
+                    .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
+                    .send()
+            })
+            .await?;
+        Ok(Snapshot {
+            id: out.snapshot_id().unwrap_or_default().to_string(),
+            volume_id: out.volume_id().unwrap_or(volume_id).to_string(),
+            size_gib: out.volume_size().unwrap_or_default() as i64,
+            state: SnapshotState::parse(out.state().map(|s| s.as_str()).unwrap_or("pending")),
+            start_time: convert::time(out.start_time()),
+            tags: convert::from_tags(out.tags()),
+        })
+    }
+
+    pub(super) async fn create_snapshots_impl(
+        &self,
+        instance_id: &str,
+        volume_ids: &[String],
+        description: &str,
+        tags: &[(String, String)],
+    ) -> CloudResult<Vec<Snapshot>> {
+        // CreateSnapshots takes every volume of the instance; exclude the
+        // attached data volumes that are not in the group.
+        let attached = self
+            .describe_volumes(vec![convert::filter(
+                "attachment.instance-id",
+                vec![instance_id.to_string()],
+            )])
+            .await?;
+        let excluded: Vec<String> = attached
+            .iter()
+            .map(|v| v.id.clone())
+            .filter(|id| !volume_ids.contains(id))
+            .collect();
+        let out = self
+            .call("CreateSnapshots", || {
+                self.client()
+                    .create_snapshots()
+                    .instance_specification(
+                        InstanceSpecification::builder()
+                            .instance_id(instance_id)
+                            .exclude_boot_volume(true)
+                            .set_exclude_data_volume_ids(Some(excluded.clone()))
+                            .build(),
+                    )
+                    .description(description)
+                    .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
+                    .send()
+            })
+            .await?;
+        Ok(out.snapshots().iter().map(convert::snapshot_info).collect())
+    }
+
+    pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &str) -> CloudResult<()> {
+        self.call("DeleteSnapshot", || {
+            self.client().delete_snapshot().snapshot_id(snapshot_id).send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn list_snapshots_impl(
+        &self,
+        volume_id: Option<&str>,
+    ) -> CloudResult<Vec<Snapshot>> {
+        let mut filters = vec![convert::filter(
+            &format!("tag:{CLUSTER_TAG}"),
+            vec!["true".into()],
+        )];
+        if let Some(v) = volume_id {
+            filters.push(convert::filter("volume-id", vec![v.to_string()]));
+        }
+        self.describe_snapshots(filters).await
+    }
+
+    pub(super) async fn enable_fsr_impl(&self, snapshot_id: &str, zones: &[String]) -> CloudResult<()> {
+        let out = self
+            .call("EnableFastSnapshotRestores", || {
+                self.client()
+                    .enable_fast_snapshot_restores()
+                    .source_snapshot_ids(snapshot_id)
+                    .set_availability_zones(Some(zones.to_vec()))
+                    .send()
+            })
+            .await?;
+        let mut refused = Vec::new();
+        for item in out.unsuccessful() {
+            for e in item.fast_snapshot_restore_state_errors() {
+                let zone = e.availability_zone().unwrap_or("?");
+                let (code, msg) = e
+                    .error()
+                    .map(|x| (x.code().unwrap_or(""), x.message().unwrap_or("")))
+                    .unwrap_or(("", ""));
+                refused.push(format!("{zone}: {code} {msg}"));
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(CloudError::InvalidParameter(format!(
+                "EC2 EnableFastSnapshotRestores refused for {snapshot_id}: {}",
+                refused.join("; ")
+            )))
+        }
+    }
+
+    pub(super) async fn lock_snapshot_impl(
+        &self,
+        snapshot_id: &str,
+        lock: &SnapshotLock,
+    ) -> CloudResult<()> {
+        let expiration = match &lock.expiration_date {
+            Some(text) => Some(DateTime::from_str(text, DateTimeFormat::DateTime).map_err(|e| {
+                CloudError::InvalidParameter(format!(
+                    "lockExpirationDate {text:?} is not an RFC 3339 date-time: {e}"
+                ))
+            })?),
+            None => None,
+        };
+        self.call("LockSnapshot", || {
+            self.client()
+                .lock_snapshot()
+                .snapshot_id(snapshot_id)
+                .lock_mode(LockMode::from(lock.mode.as_str()))
+                .set_lock_duration(lock.duration_days)
+                .set_expiration_date(expiration)
+                .set_cool_off_period(lock.cool_off_hours)
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,327 @@
+//! Volume, instance and zone calls of [`Ec2Cloud`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
+
+use super::{CLUSTER_TAG, Ec2Cloud, VOLUME_NAME_TAG, convert};
+use crate::cloud::coalesce::{Coalescer, FetchFn};
+use crate::cloud::error::{CloudError, CloudResult};
+use crate::cloud::types::*;
+
+/// EC2 accepts at most 200 values per filter.
+const MAX_FILTER_VALUES: usize = 200;
+
+fn upgrade(weak: &Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
+    weak.upgrade()
+        .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
+}
+
+/// Coalesced lookup of volumes by id. A `volume-id` filter, not VolumeIds:
+/// with VolumeIds one missing id fails the whole call for everyone.
+pub(super) fn by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Volume> {
+    let fetch: FetchFn<Volume> = Arc::new(move |ids: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let found = cloud
+                .describe_volumes(vec![convert::filter("volume-id", ids)])
+                .await?;
+            Ok(found
+                .into_iter()
+                .filter(|v| !v.state.is_gone())
+                .map(|v| (v.id.clone(), v))
+                .collect())
+        })
+    });
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
+}
+
+/// Coalesced lookup of live volumes by their `CSIVolumeName` tag. Should
+/// two exist (a leak from elsewhere), the oldest wins, consistently.
+pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Volume> {
+    let fetch: FetchFn<Volume> = Arc::new(move |names: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let found = cloud
+                .describe_volumes(vec![convert::filter(
+                    &format!("tag:{VOLUME_NAME_TAG}"),
+                    names,
+                )])
+                .await?;
+            let mut by_name: HashMap<String, Volume> = HashMap::new();
+            for v in found.into_iter().filter(|v| !v.state.is_gone()) {
+                let Some(name) = v.tags.get(VOLUME_NAME_TAG).cloned() else {
+                    continue;
+                };
+                match by_name.get(&name) {
+                    Some(old) if (old.create_time, &old.id) <= (v.create_time, &v.id) => {}
+                    _ => {
+                        by_name.insert(name, v);
+                    }
+                }
+            }
+            Ok(by_name)
+        })
+    });
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
+}
+
+/// Coalesced lookup of instances by id (terminated ones count as absent).
+pub(super) fn instances_by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Instance> {
+    let fetch: FetchFn<Instance> = Arc::new(move |ids: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let found = cloud
+                .describe_instances(vec![convert::filter("instance-id", ids)])
+                .await?;
+            Ok(found
+                .into_iter()
+                .filter(|i| i.state != "terminated")
+                .map(|i| (i.id.clone(), i))
+                .collect())
+        })
+    });
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
+}
+
+impl Ec2Cloud {
+    /// DescribeVolumes with filters, all pages.
+    pub(super) async fn describe_volumes(&self, filters: Vec<Filter>) -> CloudResult<Vec<Volume>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call("DescribeVolumes", || {
+                    self.client()
+                        .describe_volumes()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(500)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            out.extend(page.volumes().iter().map(convert::volume));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn describe_instances(&self, filters: Vec<Filter>) -> CloudResult<Vec<Instance>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call("DescribeInstances", || {
+                    self.client()
+                        .describe_instances()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(1000)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+            for reservation in page.reservations() {
+                out.extend(reservation.instances().iter().map(convert::instance));
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub(super) async fn describe_zones(&self) -> CloudResult<Vec<String>> {
+        let out = self
+            .call("DescribeAvailabilityZones", || {
+                self.client().describe_availability_zones().send()
+            })
+            .await?;
+        let zones: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter(|z| z.state().map(|s| s.as_str()) == Some("available"))
+            // Local and Wavelength zones are opt-in and not where a default
+            // volume belongs.
+            .filter(|z| matches!(z.zone_type(), None | Some("availability-zone")))
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
+        if zones.is_empty() {
+            return Err(CloudError::Other(
+                "EC2 DescribeAvailabilityZones listed no available zone".into(),
+            ));
+        }
+        Ok(zones)
+    }
+
+    pub(super) async fn create_volume_impl(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
+        let out = self
+            .call("CreateVolume", || {
+                let mut req = self
+                    .client()
+                    .create_volume()
+                    .availability_zone(&spec.zone)
+                    .size(spec.size_gib as i32)
+                    .volume_type(VolumeType::from(spec.volume_type.as_str()))
+                    .encrypted(spec.encrypted)
+                    .set_kms_key_id(spec.kms_key_id.clone())
+                    .set_snapshot_id(spec.snapshot_id.clone())
+                    .set_iops(spec.iops.map(|i| i as i32))
+                    .set_throughput(spec.throughput.map(|t| t as i32))
+                    .tag_specifications(convert::tag_spec(ResourceType::Volume, &spec.tags))
+                    .client_token(&spec.client_token);
+                if spec.multi_attach {
+                    req = req.multi_attach_enabled(true);
+                }
+                req.send()
+            })
+            .await?;
+        Ok(convert::created_volume(&out))
+    }
+
+    pub(super) async fn delete_volume_impl(&self, volume_id: &str) -> CloudResult<()> {
+        self.call("DeleteVolume", || {
+            self.client().delete_volume().volume_id(volume_id).send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn list_volumes_impl(&self) -> CloudResult<Vec<Volume>> {
+        let mut volumes = self
+            .describe_volumes(vec![convert::filter(
+                &format!("tag:{CLUSTER_TAG}"),
+                vec!["true".into()],
+            )])
+            .await?;
+        volumes.retain(|v| !v.state.is_gone());
+        Ok(volumes)
+    }
+
+    pub(super) async fn attach_volume_impl(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> CloudResult<()> {
+        self.call("AttachVolume", || {
+            self.client()
+                .attach_volume()
+                .volume_id(volume_id)
+                .instance_id(instance_id)
+                .device(device)
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn detach_volume_impl(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        force: bool,
+    ) -> CloudResult<()> {
+        self.call("DetachVolume", || {
+            self.client()
+                .detach_volume()
+                .volume_id(volume_id)
+                .instance_id(instance_id)
+                .force(force)
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn modify_volume_impl(
+        &self,
+        volume_id: &str,
+        spec: &ModifySpec,
+    ) -> CloudResult<()> {
+        self.call("ModifyVolume", || {
+            self.client()
+                .modify_volume()
+                .volume_id(volume_id)
+                .set_size(spec.size_gib.map(|s| s as i32))
+                .set_volume_type(spec.volume_type.as_deref().map(VolumeType::from))
+                .set_iops(spec.iops.map(|i| i as i32))
+                .set_throughput(spec.throughput.map(|t| t as i32))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn modification_impl(
+        &self,
+        volume_id: &str,
+    ) -> CloudResult<Option<Modification>> {
+        let result = self
+            .call("DescribeVolumesModifications", || {
+                self.client()
+                    .describe_volumes_modifications()
+                    .volume_ids(volume_id)
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(out) => Ok(out
+                .volumes_modifications()
+                .iter()
+                .map(convert::modification)
+                .next_back()),
+            Err(CloudError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn create_tags_impl(
+        &self,
+        resource_id: &str,
+        tags: &[(String, String)],
+    ) -> CloudResult<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.call("CreateTags", || {
+            self.client()
+                .create_tags()
+                .resources(resource_id)
+                .set_tags(Some(convert::to_tags(tags)))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn delete_tags_impl(&self, resource_id: &str, keys: &[String]) -> CloudResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<_> = keys
+            .iter()
+            .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+            .collect();
+        self.call("DeleteTags", || {
+            self.client()
+                .delete_tags()
+                .resources(resource_id)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+}
