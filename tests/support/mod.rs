@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod aws;
+pub mod csi;
 mod ec2sim;
 pub use ec2sim::{Ec2Sim, SimOptions};
 
