@@ -13,6 +13,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use std::time::Duration;
+
+/// How long a poll-started call waits for the rest of its tick's pollers.
+pub const GATHER: Duration = Duration::from_millis(20);
 
 use super::error::{CloudError, CloudResult};
 
@@ -66,6 +70,18 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
 
     /// Looks `key` up, sharing the call with concurrent callers.
     pub async fn get(&self, key: &str) -> CloudResult<Option<V>> {
+        self.lookup(key, Duration::ZERO).await
+    }
+
+    /// Like [`get`](Self::get) for pollers woken by a shared tick: if this
+    /// lookup starts a call, the call first waits `GATHER` so that the other
+    /// pollers of the same tick (woken together, but scheduled one after
+    /// another on a busy machine) make it into the same call.
+    pub async fn get_polled(&self, key: &str) -> CloudResult<Option<V>> {
+        self.lookup(key, GATHER).await
+    }
+
+    async fn lookup(&self, key: &str, gather: Duration) -> CloudResult<Option<V>> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut queue = self.queue.lock().expect("coalescer lock");
@@ -83,7 +99,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
         if start {
             // A task, not this caller, drives the batches: if this caller is
             // cancelled (the CO hung up) the others must still be served.
-            tokio::spawn(self.clone().drain());
+            tokio::spawn(self.clone().drain(gather));
         }
         rx.await.unwrap_or_else(|_| {
             Err(CloudError::Other(
@@ -93,7 +109,17 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
     }
 
     /// Serves queued keys batch by batch until the queue is empty.
-    async fn drain(self) {
+    async fn drain(self, gather: Duration) {
+        if !gather.is_zero() {
+            tokio::time::sleep(gather).await;
+        }
+        // Let tasks that are already runnable queue their keys first: pollers
+        // woken by the same tick become runnable together, and without this
+        // the first of them would go out alone. This costs no time, only a
+        // turn in the scheduler's queue.
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+        }
         loop {
             let batch: Vec<(String, Vec<Waiter<V>>)> = {
                 let mut queue = self.queue.lock().expect("coalescer lock");
@@ -110,7 +136,8 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
                     })
                     .collect()
             };
-            let keys = batch.iter().map(|(k, _)| k.clone()).collect();
+            let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+            tracing::debug!(keys = keys.len(), "coalesced lookup");
             let result = (self.fetch)(keys).await;
             for (key, waiters) in batch {
                 let answer = match &result {
@@ -129,7 +156,6 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     fn counting(calls: Arc<AtomicUsize>, delay_ms: u64) -> FetchFn<String> {
         Arc::new(move |keys: Vec<String>| {

@@ -30,6 +30,12 @@ pub trait Cloud: Send + Sync {
     async fn delete_volume(&self, volume_id: &str) -> CloudResult<()>;
     /// The volume with this id, if it exists (coalesced lookup).
     async fn volume(&self, volume_id: &str) -> CloudResult<Option<Volume>>;
+    /// [`volume`](Cloud::volume) for a poller woken by a shared tick
+    /// (see [`wait`]): waits briefly to share its call with the tick's
+    /// other pollers.
+    async fn poll_volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
+        self.volume(volume_id).await
+    }
     /// The live volume tagged `CSIVolumeName=name`, if any (coalesced).
     async fn volume_by_name(&self, name: &str) -> CloudResult<Option<Volume>>;
     /// Every volume this driver created (tag `ebs.csi.aws.com/cluster=true`).

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::error::{CloudError, CloudResult};
 
 /// First poll interval.
-pub const FIRST_TICK: Duration = Duration::from_millis(250);
+pub const FIRST_TICK: Duration = Duration::from_millis(500);
 /// Longest poll interval.
 pub const MAX_TICK: Duration = Duration::from_secs(2);
 
@@ -36,6 +36,11 @@ pub async fn sleep_to_tick(interval: Duration) {
 
 /// Polls `check` on shared ticks until it yields a value, fails, or
 /// `limit` passes (then [`CloudError::Timeout`] naming `what`).
+///
+/// The first check waits for the first tick too: callers poll right after
+/// they asked EC2 for a change, whose answer already told them the state,
+/// and an immediate check would be an unaligned call that coalesces with
+/// nothing.
 pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> CloudResult<T>
 where
     F: FnMut() -> Fut,
@@ -44,6 +49,8 @@ where
     let start = Instant::now();
     let mut interval = FIRST_TICK;
     loop {
+        sleep_to_tick(interval).await;
+        interval = (interval * 2).min(MAX_TICK);
         if let Some(value) = check().await? {
             return Ok(value);
         }
@@ -53,8 +60,6 @@ where
                 limit
             )));
         }
-        sleep_to_tick(interval).await;
-        interval = (interval * 2).min(MAX_TICK);
     }
 }
 

@@ -60,7 +60,9 @@ pub async fn publish(
     }
     if let Some(att) = volume.attachment_to(node) {
         let device = att.device.clone();
-        wait_attached(ctl, cloud.as_ref(), vol, node).await?;
+        if att.state != AttachState::Attached {
+            wait_attached(ctl, cloud.as_ref(), vol, node).await?;
+        }
         return Ok(published(&device));
     }
     let others = volume.attached_instances();
@@ -140,7 +142,7 @@ async fn attach<'c>(
 async fn wait_attached(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) -> Result<()> {
     let what = format!("volume {vol} to attach to {node}");
     let outcome = poll(&what, ctl.timeouts.attach, || async {
-        let v = cloud.volume(vol).await?;
+        let v = cloud.poll_volume(vol).await?;
         match v.as_ref().and_then(|v| v.attachment_to(node)).map(|a| &a.state) {
             Some(AttachState::Attached) => Ok(Some(())),
             Some(AttachState::Attaching) => Ok(None),
@@ -170,7 +172,7 @@ async fn detach_and_wait(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) ->
     }
     let what = format!("volume {vol} to detach from {node}");
     let outcome = poll(&what, ctl.timeouts.detach, || async {
-        let v = cloud.volume(vol).await?;
+        let v = cloud.poll_volume(vol).await?;
         Ok(v.as_ref().and_then(|v| v.attachment_to(node)).is_none().then_some(()))
     })
     .await;

@@ -98,7 +98,10 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
 
     if let Some(existing) = cloud.volume_by_name(&req.name).await? {
         check_compatible(&req, &existing, &params, iops, throughput, &snapshot_id, &zones)?;
-        let ready = wait_available(ctl, cloud.as_ref(), &existing.id).await?;
+        let ready = match existing.state {
+            VolumeState::Available | VolumeState::InUse => existing,
+            _ => wait_available(ctl, cloud.as_ref(), &existing.id).await?,
+        };
         tracing::info!(volume_id = %ready.id, name = %req.name, "volume exists already");
         return Ok(respond(&ready));
     }
@@ -218,7 +221,7 @@ fn check_compatible(
 pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &str) -> Result<Volume> {
     let started = tokio::time::Instant::now();
     let result = poll(&format!("volume {id} to become available"), ctl.timeouts.create, || async {
-        match cloud.volume(id).await? {
+        match cloud.poll_volume(id).await? {
             Some(v) => match v.state {
                 VolumeState::Available | VolumeState::InUse => Ok(Some(Ok(v))),
                 VolumeState::Error => Ok(Some(Err(v))),

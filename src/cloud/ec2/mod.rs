@@ -185,6 +185,9 @@ impl Cloud for Ec2Cloud {
     async fn volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
         self.volumes.get(volume_id).await
     }
+    async fn poll_volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
+        self.volumes.get_polled(volume_id).await
+    }
     async fn volume_by_name(&self, name: &str) -> CloudResult<Option<Volume>> {
         self.volumes_by_name.get(name).await
     }
