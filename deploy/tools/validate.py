@@ -13,12 +13,13 @@ examples/) gets the checks no schema can make:
     ebs.csi.aws.com are keys the driver accepts (it rejects unknown keys);
   * PVCs, VolumeSnapshots and claim templates name classes the group defines
     (when it defines any) and snapshot/PVC data sources that exist;
-  * with --driver: the controller/node invariants of issue 8 (see
+  * for a --bundle: the controller/node invariants of issue 8 (see
     check_driver), RBAC references resolve, Services select pods and target
     declared ports, and every driver flag is one src/options.rs defines.
 
-Usage: validate.py [--driver] [--options src/options.rs] --kube-version 1.34.0
-                   [--kube-version ...] --group NAME FILE... [--group NAME FILE...]
+Usage: validate.py [--options src/options.rs] --kube-version 1.34.0 [--kube-version ...]
+                   {--group|--bundle} NAME FILE... [{--group|--bundle} NAME FILE...]
+A --bundle is a rendered driver installation: it also gets the driver checks.
 """
 
 from __future__ import annotations
@@ -491,26 +492,26 @@ def load(path: Path, report: Report) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kube-version", action="append", required=True)
-    ap.add_argument("--driver", action="store_true", help="apply the driver bundle checks to every group")
     ap.add_argument("--options", type=Path, default=Path("src/options.rs"))
     argv = sys.argv[1:]
-    cut = argv.index("--group") if "--group" in argv else len(argv)
+    starts = [i for i, t in enumerate(argv) if t in ("--group", "--bundle")]
+    cut = starts[0] if starts else len(argv)
     a = ap.parse_args(argv[:cut])
 
-    groups: list[tuple[str, list[Path]]] = []
+    groups: list[tuple[str, bool, list[Path]]] = []
     it = iter(argv[cut:])
     for tok in it:
-        if tok == "--group":
-            groups.append((next(it), []))
-        elif not groups:
-            ap.error("files must follow --group NAME")
+        if tok in ("--group", "--bundle"):
+            groups.append((next(it), tok == "--bundle", []))
         else:
-            groups[-1][1].append(Path(tok))
+            groups[-1][2].append(Path(tok))
+    if not groups:
+        ap.error("nothing to check: give --group NAME FILE... or --bundle NAME FILE...")
 
-    flags = driver_flags(a.options) if a.driver else None
+    flags = driver_flags(a.options) if any(g[1] for g in groups) else None
     schemas = [Schemas(v) for v in a.kube_version]
     report = Report()
-    for name, files in groups:
+    for name, is_bundle, files in groups:
         docs = [(str(f), d) for f in files for d in load(f, report)]
         if not docs:
             report.fail(name, "no objects")
@@ -523,7 +524,7 @@ def main() -> int:
                     report.fail(f"{src}: {ident(doc)} [k8s {kv.major_minor(s.version)}]", err)
         good = [(s, d) for s, d in docs if isinstance(d, dict) and d.get("kind")]
         check_group(name, good, report)
-        if a.driver:
+        if is_bundle:
             check_driver(name, good, flags, report)
         kinds: dict[str, int] = {}
         for _, d in good:
