@@ -13,9 +13,12 @@ examples/) gets the checks no schema can make:
     ebs.csi.aws.com are keys the driver accepts (it rejects unknown keys);
   * PVCs, VolumeSnapshots and claim templates name classes the group defines
     (when it defines any) and snapshot/PVC data sources that exist;
-  * for a --bundle: the controller/node invariants of issue 8 (see
-    check_driver), RBAC references resolve, Services select pods and target
-    declared ports, and every driver flag is one src/options.rs defines.
+  * in any group that installs the driver: the controller is unprivileged,
+    the node's socket, plugin and registration paths agree, RBAC references
+    resolve, Services select pods and target declared ports, and every driver
+    flag is one src/options.rs defines; for a --bundle (a complete default
+    installation) also every sidecar with its required flags, tolerating all
+    taints, and service accounts defined in the bundle (see check_driver).
 
 Usage: validate.py [--options src/options.rs] --kube-version 1.34.0 [--kube-version ...]
                    {--group|--bundle} NAME FILE... [{--group|--bundle} NAME FILE...]
@@ -296,7 +299,18 @@ def env_value(c: dict, name: str) -> str | None:
     return None
 
 
-def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report) -> None:
+def has_driver(docs: list[tuple[str, dict]]) -> bool:
+    for _, d in docs:
+        if d.get("kind") == "CSIDriver" or (pod_spec(d) is not None and container(pod_spec(d), "ebs-plugin")):
+            return True
+    return False
+
+
+def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report, strict: bool) -> None:
+    """Driver installation checks. strict (a complete --bundle) adds the
+    defaults issue 8 requires, which a values file may turn off on purpose:
+    every sidecar and its flags, tolerating all taints, service accounts
+    defined in the bundle."""
     by_kind: dict[str, list[dict]] = {}
     for _, d in docs:
         by_kind.setdefault(d.get("kind"), []).append(d)
@@ -358,7 +372,7 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report)
             "csi-resizer": ["--leader-election"],
             "liveness-probe": [],
         }
-        for sidecar, args in needed.items():
+        for sidecar, args in (needed.items() if strict else ()):
             c = container(spec, sidecar)
             if c is None:
                 report.fail(w, f"controller has no {sidecar} container")
@@ -422,7 +436,7 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report)
         if container(spec, "liveness-probe") is None:
             report.fail(w, "node has no liveness-probe")
         tolerations = spec.get("tolerations") or []
-        if not any(t.get("operator") == "Exists" and not t.get("key") and not t.get("effect")
+        if strict and not any(t.get("operator") == "Exists" and not t.get("key") and not t.get("effect")
                    for t in tolerations):
             report.fail(w, "node pods must tolerate every taint (operator: Exists)")
 
@@ -440,11 +454,11 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report)
             if ref.get("kind") == "Role" and (ns, ref.get("name")) not in roles:
                 report.fail(w, f"binds missing Role {ns}/{ref.get('name')}")
             for s in b.get("subjects") or []:
-                if s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) not in sas:
+                if strict and s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) not in sas:
                     report.fail(w, f"binds missing ServiceAccount {s.get('namespace')}/{s.get('name')}")
     for d in controllers + nodes:
         sa = pod_spec(d).get("serviceAccountName")
-        if (d["metadata"].get("namespace"), sa) not in sas:
+        if strict and (d["metadata"].get("namespace"), sa) not in sas:
             report.fail(f"{name}: {ident(d)}", f"uses ServiceAccount {sa} the bundle does not define")
 
     # Services select a workload and target ports its containers declare.
@@ -508,7 +522,7 @@ def main() -> int:
     if not groups:
         ap.error("nothing to check: give --group NAME FILE... or --bundle NAME FILE...")
 
-    flags = driver_flags(a.options) if any(g[1] for g in groups) else None
+    flags = driver_flags(a.options)
     schemas = [Schemas(v) for v in a.kube_version]
     report = Report()
     for name, is_bundle, files in groups:
@@ -524,8 +538,8 @@ def main() -> int:
                     report.fail(f"{src}: {ident(doc)} [k8s {kv.major_minor(s.version)}]", err)
         good = [(s, d) for s, d in docs if isinstance(d, dict) and d.get("kind")]
         check_group(name, good, report)
-        if is_bundle:
-            check_driver(name, good, flags, report)
+        if is_bundle or has_driver(good):
+            check_driver(name, good, flags, report, strict=is_bundle)
         kinds: dict[str, int] = {}
         for _, d in good:
             kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
