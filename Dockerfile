@@ -41,7 +41,7 @@ COPY --from=builder /out/ebs-csi-driver /usr/bin/ebs-csi-driver
 
 # The build fails here if a program the driver runs is missing from the image
 # (the same list deploy/check.sh compares with the packages and the source).
-RUN for tool in mkfs.ext4 mkfs.xfs resize2fs xfs_growfs e2fsck xfs_repair tune2fs \
+RUN for tool in mkfs.ext4 mkfs.ext3 mkfs.ext2 mkfs.xfs resize2fs xfs_growfs e2fsck xfs_repair tune2fs \
         blkid lsblk blockdev fsck mount umount; do \
         command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; \
     done \
