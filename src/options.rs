@@ -59,7 +59,7 @@ pub struct Options {
     /// Log level: a name (error, warn, info, debug, trace), a klog-style
     /// number (`-v=2` info, `-v=4` debug, `-v=6` trace) or tracing
     /// directives. Without it `RUST_LOG` applies, else `info`.
-    #[arg(short = 'v', long = "log-level")]
+    #[arg(short = 'v', long = "log-level", alias = "v")]
     pub log_level: Option<String>,
 
     /// How long in-flight RPCs may run after SIGTERM/SIGINT before exit.
