@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::cloud::Cloud;
 use crate::cloud::ec2::{Ec2Cloud, Ec2Options};
 use crate::controller::tags::{DriverTags, parse_extra_tags};
+use crate::controller::group::GroupService;
 use crate::controller::{ControllerService, Ctl, Timeouts};
+use crate::csi::group_controller_server::GroupControllerServer;
 use crate::metrics;
 use crate::readiness::Slot;
 use crate::csi::controller_server::ControllerServer;
@@ -46,10 +48,14 @@ where
         let ctl = controller_state(&opts)?;
         readiness.require(&ctl.cloud);
         spawn_cloud_init(&opts, ctl.cloud.clone());
-        Some(ControllerServer::new(ControllerService::new(ctl)))
+        Some(ControllerService::new(ctl))
     } else {
         None
     };
+    let group = controller
+        .as_ref()
+        .map(|c| GroupControllerServer::new(GroupService::new(c.state())));
+    let controller = controller.map(ControllerServer::new);
     let node = opts
         .mode
         .runs_node()
@@ -64,6 +70,7 @@ where
     let router = Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_optional_service(controller)
+        .add_optional_service(group)
         .add_optional_service(node);
     server::serve(router, listener, &path, shutdown, opts.shutdown_timeout).await
 }
@@ -78,6 +85,7 @@ fn controller_state(opts: &Options) -> Result<Ctl, ServerError> {
         own_zone: opts.availability_zone.clone(),
         inflight: Default::default(),
         devices: Default::default(),
+        modifier: Default::default(),
         timeouts: Timeouts {
             create: opts.create_timeout,
             attach: opts.attach_timeout,

@@ -38,6 +38,7 @@ impl IdentityService {
         let mut caps = Vec::new();
         if self.controller {
             caps.push(service(service::Type::ControllerService));
+            caps.push(service(service::Type::GroupControllerService));
         }
         caps.push(service(service::Type::VolumeAccessibilityConstraints));
         caps.push(csi::PluginCapability {

@@ -80,6 +80,8 @@ pub trait Cloud: Send + Sync {
     async fn snapshot(&self, snapshot_id: &str) -> CloudResult<Option<Snapshot>>;
     /// The snapshot tagged `CSIVolumeSnapshotName=name`, if any (coalesced).
     async fn snapshot_by_name(&self, name: &str) -> CloudResult<Option<Snapshot>>;
+    /// Every snapshot tagged `key=value`.
+    async fn snapshots_tagged(&self, key: &str, value: &str) -> CloudResult<Vec<Snapshot>>;
     /// Every snapshot this driver created, optionally only of one volume.
     async fn list_snapshots(&self, volume_id: Option<&str>) -> CloudResult<Vec<Snapshot>>;
     /// EnableFastSnapshotRestores in the zones; an error names the zones EC2

@@ -5,10 +5,14 @@
 //! module named for what it does.
 
 pub mod caps;
+pub mod group;
 pub mod inflight;
 pub mod inspect;
+pub mod modify;
 pub mod params;
 pub mod publish;
+pub mod snapshot_params;
+pub mod snapshots;
 pub mod tags;
 pub mod topology;
 pub mod volumes;
@@ -67,6 +71,8 @@ pub struct Ctl {
     pub devices: DeviceAllocator,
     /// Wait bounds.
     pub timeouts: Timeouts,
+    /// Merges and serialises modifications per volume.
+    pub modifier: modify::Modifier,
 }
 
 impl Ctl {
@@ -104,16 +110,26 @@ impl ControllerService {
     pub fn new(ctl: Ctl) -> Self {
         ControllerService { ctl: Arc::new(ctl) }
     }
+
+    /// The shared state (the GroupController service uses it too).
+    pub fn state(&self) -> Arc<Ctl> {
+        self.ctl.clone()
+    }
 }
 
 /// The capabilities this controller implements.
-pub const CAPABILITIES: [Cap; 6] = [
+pub const CAPABILITIES: [Cap; 11] = [
     Cap::CreateDeleteVolume,
     Cap::PublishUnpublishVolume,
     Cap::ListVolumes,
     Cap::ListVolumesPublishedNodes,
     Cap::GetVolume,
     Cap::VolumeCondition,
+    Cap::CreateDeleteSnapshot,
+    Cap::ListSnapshots,
+    Cap::GetSnapshot,
+    Cap::ExpandVolume,
+    Cap::ModifyVolume,
 ];
 
 #[tonic::async_trait]
@@ -201,37 +217,48 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _request: Request<csi::CreateSnapshotRequest>,
+        request: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        rpc::unimplemented("CreateSnapshot").await
+        let req = request.into_inner();
+        let (name, vol) = (req.name.clone(), req.source_volume_id.clone());
+        let ids = Ids { name: &name, volume: &vol, ..Ids::default() };
+        rpc::run("CreateSnapshot", ids, snapshots::create(&self.ctl, req)).await
     }
 
     async fn delete_snapshot(
         &self,
-        _request: Request<csi::DeleteSnapshotRequest>,
+        request: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        rpc::unimplemented("DeleteSnapshot").await
+        let req = request.into_inner();
+        let id = req.snapshot_id.clone();
+        let ids = Ids { snapshot: &id, ..Ids::default() };
+        rpc::run("DeleteSnapshot", ids, snapshots::delete(&self.ctl, req)).await
     }
 
     async fn list_snapshots(
         &self,
-        _request: Request<csi::ListSnapshotsRequest>,
+        request: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        rpc::unimplemented("ListSnapshots").await
+        rpc::run("ListSnapshots", Ids::default(), snapshots::list(&self.ctl, request.into_inner())).await
     }
 
     async fn get_snapshot(
         &self,
-        _request: Request<csi::GetSnapshotRequest>,
+        request: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
-        rpc::unimplemented("GetSnapshot").await
+        let req = request.into_inner();
+        let id = req.snapshot_id.clone();
+        let ids = Ids { snapshot: &id, ..Ids::default() };
+        rpc::run("GetSnapshot", ids, snapshots::get(&self.ctl, req)).await
     }
 
     async fn controller_expand_volume(
         &self,
-        _request: Request<csi::ControllerExpandVolumeRequest>,
+        request: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        rpc::unimplemented("ControllerExpandVolume").await
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("ControllerExpandVolume", Ids::volume(&id), modify::expand(&self.ctl, req)).await
     }
 
     async fn controller_get_volume(
@@ -245,8 +272,10 @@ impl Controller for ControllerService {
 
     async fn controller_modify_volume(
         &self,
-        _request: Request<csi::ControllerModifyVolumeRequest>,
+        request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        rpc::unimplemented("ControllerModifyVolume").await
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("ControllerModifyVolume", Ids::volume(&id), modify::modify(&self.ctl, req)).await
     }
 }

@@ -50,7 +50,19 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
     if req.name.is_empty() {
         return Err(Error::missing("name"));
     }
-    let params = VolumeParams::parse(&req.parameters)?;
+    let mut params = VolumeParams::parse(&req.parameters)?;
+    if !req.mutable_parameters.is_empty() {
+        // A VolumeAttributesClass named at creation: its values win.
+        let m = super::modify::MutableParams::parse(&req.mutable_parameters)?;
+        if let Some(t) = m.spec.volume_type {
+            params.volume_type = t;
+        }
+        params.iops = m.spec.iops.or(params.iops);
+        params.throughput = m.spec.throughput.or(params.throughput);
+        for (k, v) in m.add_tags {
+            super::tags::push_unique(&mut params.tags, k, v);
+        }
+    }
     let multi_attach = caps::wants_multi_attach(&req.volume_capabilities);
     caps::check_all(&req.volume_capabilities, Some(params.volume_type == "io2"))?;
     if multi_attach && !req.volume_capabilities.iter().all(caps::is_block) {

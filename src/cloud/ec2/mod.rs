@@ -248,6 +248,9 @@ impl Cloud for Ec2Cloud {
     async fn snapshot_by_name(&self, name: &str) -> CloudResult<Option<Snapshot>> {
         self.snapshots_by_name.get(name).await
     }
+    async fn snapshots_tagged(&self, key: &str, value: &str) -> CloudResult<Vec<Snapshot>> {
+        self.snapshots_tagged_impl(key, value).await
+    }
     async fn list_snapshots(&self, volume_id: Option<&str>) -> CloudResult<Vec<Snapshot>> {
         self.list_snapshots_impl(volume_id).await
     }

@@ -162,6 +162,11 @@ impl Ec2Cloud {
         .map(|_| ())
     }
 
+    pub(super) async fn snapshots_tagged_impl(&self, key: &str, value: &str) -> CloudResult<Vec<Snapshot>> {
+        self.describe_snapshots(vec![convert::filter(&format!("tag:{key}"), vec![value.to_string()])])
+            .await
+    }
+
     pub(super) async fn list_snapshots_impl(
         &self,
         volume_id: Option<&str>,

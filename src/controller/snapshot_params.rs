@@ -1,0 +1,153 @@
+//! VolumeSnapshotClass parameters: fast snapshot restore zones, snapshot
+//! locks and tags. Unknown keys are refused naming them.
+
+use std::collections::HashMap;
+
+use super::params::parse_int;
+use super::tags::{self, TagContext};
+use crate::cloud::SnapshotLock;
+use crate::error::{Error, Result};
+
+/// Parsed VolumeSnapshotClass parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotParams {
+    /// Zones to enable fast snapshot restore in.
+    pub fsr_zones: Vec<String>,
+    /// Lock to apply, if any.
+    pub lock: Option<SnapshotLock>,
+    /// User tags, templates filled in.
+    pub tags: Vec<(String, String)>,
+}
+
+impl SnapshotParams {
+    /// Parses the parameters of a CreateSnapshot request.
+    pub fn parse(parameters: &HashMap<String, String>) -> Result<Self> {
+        let mut p = SnapshotParams::default();
+        let (mut name, mut namespace, mut content) = (None, None, None);
+        let mut lock = SnapshotLock::default();
+        let mut lock_keys = Vec::new();
+        let mut templates = Vec::new();
+        let mut keys: Vec<_> = parameters.iter().collect();
+        keys.sort();
+        for (key, value) in keys {
+            match key.to_ascii_lowercase().as_str() {
+                "fastsnapshotrestoreavailabilityzones" => {
+                    p.fsr_zones = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|z| !z.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
+                "lockmode" => {
+                    lock.mode = value.trim().to_ascii_lowercase();
+                    lock_keys.push(key.clone());
+                }
+                "lockduration" => {
+                    lock.duration_days = Some(parse_int(key, value)? as i32);
+                    lock_keys.push(key.clone());
+                }
+                "lockexpirationdate" => {
+                    lock.expiration_date = Some(value.trim().to_string());
+                    lock_keys.push(key.clone());
+                }
+                "lockcooloffperiod" => {
+                    lock.cool_off_hours = Some(parse_int(key, value)? as i32);
+                    lock_keys.push(key.clone());
+                }
+                "csi.storage.k8s.io/volumesnapshot/name" => name = Some(value.clone()),
+                "csi.storage.k8s.io/volumesnapshot/namespace" => namespace = Some(value.clone()),
+                "csi.storage.k8s.io/volumesnapshotcontent/name" => content = Some(value.clone()),
+                k if k.starts_with("tagspecification_") => templates.push((key, value)),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "unknown VolumeSnapshotClass parameter {key:?} (value {value:?})"
+                    )));
+                }
+            }
+        }
+        if !lock_keys.is_empty() {
+            p.lock = Some(validate_lock(lock, &lock_keys)?);
+        }
+        let ctx = TagContext::snapshot(&name, &namespace, &content);
+        p.tags = tags::parse_specifications(&templates, &ctx)?;
+        Ok(p)
+    }
+}
+
+fn validate_lock(lock: SnapshotLock, keys: &[String]) -> Result<SnapshotLock> {
+    if !matches!(lock.mode.as_str(), "governance" | "compliance") {
+        return Err(Error::InvalidArgument(format!(
+            "parameter lockMode: {:?} must be governance or compliance (given with {})",
+            lock.mode,
+            keys.join(", ")
+        )));
+    }
+    match (&lock.duration_days, &lock.expiration_date) {
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidArgument(
+                "parameters lockDuration and lockExpirationDate are mutually exclusive".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(Error::InvalidArgument(
+                "parameter lockMode needs lockDuration (days) or lockExpirationDate".into(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(days) = lock.duration_days
+        && !(1..=36500).contains(&days)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "parameter lockDuration: {days} days is outside EC2's 1..=36500"
+        )));
+    }
+    if lock.cool_off_hours.is_some() && lock.mode != "compliance" {
+        return Err(Error::InvalidArgument(
+            "parameter lockCoolOffPeriod only applies to lockMode compliance".into(),
+        ));
+    }
+    if let Some(hours) = lock.cool_off_hours
+        && !(1..=72).contains(&hours)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "parameter lockCoolOffPeriod: {hours} hours is outside EC2's 1..=72"
+        )));
+    }
+    Ok(lock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<SnapshotParams> {
+        SnapshotParams::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn parses_fsr_locks_and_tags() {
+        let p = parse(&[
+            ("fastSnapshotRestoreAvailabilityZones", "us-east-1a, us-east-1b"),
+            ("lockMode", "Governance"),
+            ("lockDuration", "7"),
+            ("tagSpecification_1", "snap={{ .VolumeSnapshotName }}"),
+            ("csi.storage.k8s.io/volumesnapshot/name", "nightly"),
+        ])
+        .unwrap();
+        assert_eq!(p.fsr_zones, vec!["us-east-1a", "us-east-1b"]);
+        assert_eq!(p.lock.as_ref().unwrap().mode, "governance");
+        assert_eq!(p.tags, vec![("snap".to_string(), "nightly".to_string())]);
+    }
+
+    #[test]
+    fn refuses_bad_keys_and_locks() {
+        assert!(parse(&[("fsr", "x")]).unwrap_err().to_string().contains("\"fsr\""));
+        assert!(parse(&[("lockMode", "strict"), ("lockDuration", "1")]).is_err());
+        assert!(parse(&[("lockMode", "governance")]).is_err());
+        assert!(parse(&[("lockDuration", "1")]).unwrap_err().to_string().contains("lockMode"));
+        assert!(parse(&[("lockMode", "governance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "2")]).is_err());
+        assert!(parse(&[("lockMode", "compliance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "2")]).is_ok());
+    }
+}

@@ -1,0 +1,187 @@
+//! CreateSnapshot, DeleteSnapshot, ListSnapshots and GetSnapshot.
+//!
+//! Idempotent by name through the `CSIVolumeSnapshotName` tag. CreateSnapshot
+//! does not wait for completion: the CO calls it again and gets
+//! `ready_to_use` once EC2 reports `completed`.
+
+use super::snapshot_params::SnapshotParams;
+use super::topology::gib_to_bytes;
+use super::{Ctl, is_volume_id};
+use crate::cloud::ec2::SNAPSHOT_NAME_TAG;
+use crate::cloud::{Cloud, CloudError, Snapshot, SnapshotState};
+use crate::csi;
+use crate::error::{Error, Result};
+
+/// Whether `id` looks like an EBS snapshot id.
+pub fn is_snapshot_id(id: &str) -> bool {
+    id.strip_prefix("snap-")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The CSI view of a snapshot.
+pub fn to_csi(s: &Snapshot, group_id: &str) -> csi::Snapshot {
+    csi::Snapshot {
+        size_bytes: gib_to_bytes(s.size_gib),
+        snapshot_id: s.id.clone(),
+        source_volume_id: s.volume_id.clone(),
+        creation_time: s.start_time.map(prost_types::Timestamp::from),
+        ready_to_use: s.state == SnapshotState::Completed,
+        group_snapshot_id: group_id.to_string(),
+    }
+}
+
+/// Tags of a new snapshot named `name`.
+pub fn snapshot_tags(ctl: &Ctl, name: &str, user: &[(String, String)]) -> Vec<(String, String)> {
+    let mut tags = vec![(SNAPSHOT_NAME_TAG.to_string(), name.to_string())];
+    tags.extend(ctl.tags.common());
+    for (k, v) in user {
+        super::tags::push_unique(&mut tags, k.clone(), v.clone());
+    }
+    tags
+}
+
+/// Applies fast snapshot restore and locks to a new snapshot; if EC2 refuses
+/// either, the snapshot is deleted (it is not what the class asked for) and
+/// the error says so.
+pub async fn finish_snapshot(cloud: &dyn Cloud, snap: &Snapshot, params: &SnapshotParams) -> Result<()> {
+    let mut failure = None;
+    if !params.fsr_zones.is_empty()
+        && let Err(e) = cloud.enable_fast_snapshot_restores(&snap.id, &params.fsr_zones).await
+    {
+        failure = Some(format!(
+            "enabling fast snapshot restore in {} failed: {e}",
+            params.fsr_zones.join(",")
+        ));
+    }
+    if failure.is_none()
+        && let Some(lock) = &params.lock
+        && let Err(e) = cloud.lock_snapshot(&snap.id, lock).await
+    {
+        failure = Some(format!("locking it ({} mode) failed: {e}", lock.mode));
+    }
+    let Some(why) = failure else { return Ok(()) };
+    let cleanup = match cloud.delete_snapshot(&snap.id).await {
+        Ok(()) => "the snapshot was deleted".to_string(),
+        Err(e) => format!("deleting the snapshot failed too: {e}"),
+    };
+    Err(Error::FailedPrecondition(format!(
+        "snapshot {} of {}: {why}; {cleanup}",
+        snap.id, snap.volume_id
+    )))
+}
+
+/// CreateSnapshot.
+pub async fn create(ctl: &Ctl, req: csi::CreateSnapshotRequest) -> Result<csi::CreateSnapshotResponse> {
+    if req.name.is_empty() {
+        return Err(Error::missing("name"));
+    }
+    if req.source_volume_id.is_empty() {
+        return Err(Error::missing("source_volume_id"));
+    }
+    let params = SnapshotParams::parse(&req.parameters)?;
+    let cloud = ctl.cloud()?;
+    let _guard = ctl.inflight.claim(&req.name, "snapshot")?;
+    let respond = |s: &Snapshot| csi::CreateSnapshotResponse {
+        snapshot: Some(to_csi(s, "")),
+    };
+    if let Some(existing) = cloud.snapshot_by_name(&req.name).await? {
+        if existing.volume_id != req.source_volume_id {
+            return Err(Error::AlreadyExists(format!(
+                "snapshot {:?} exists as {} of volume {}, not of {}",
+                req.name, existing.id, existing.volume_id, req.source_volume_id
+            )));
+        }
+        return Ok(respond(&existing));
+    }
+    let source_missing = || Error::NotFound(format!("source volume {:?} does not exist", req.source_volume_id));
+    if !is_volume_id(&req.source_volume_id) || cloud.volume(&req.source_volume_id).await?.is_none() {
+        return Err(source_missing());
+    }
+    let tags = snapshot_tags(ctl, &req.name, &params.tags);
+    let description = format!("Created by ebs.csi.aws.com for {}", req.name);
+    let snap = match cloud.create_snapshot(&req.source_volume_id, &description, &tags).await {
+        Ok(s) => s,
+        Err(CloudError::NotFound(_)) => return Err(source_missing()),
+        Err(CloudError::LimitExceeded(m)) => return Err(Error::ResourceExhausted(m)),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(snapshot_id = %snap.id, volume_id = %snap.volume_id, "snapshot started");
+    finish_snapshot(cloud.as_ref(), &snap, &params).await?;
+    Ok(respond(&snap))
+}
+
+/// DeleteSnapshot: OK when it does not exist.
+pub async fn delete(ctl: &Ctl, req: csi::DeleteSnapshotRequest) -> Result<csi::DeleteSnapshotResponse> {
+    if req.snapshot_id.is_empty() {
+        return Err(Error::missing("snapshot_id"));
+    }
+    if !is_snapshot_id(&req.snapshot_id) {
+        return Ok(csi::DeleteSnapshotResponse {});
+    }
+    let cloud = ctl.cloud()?;
+    let _guard = ctl.inflight.claim(&req.snapshot_id, "snapshot")?;
+    match cloud.delete_snapshot(&req.snapshot_id).await {
+        Ok(()) | Err(CloudError::NotFound(_)) => Ok(csi::DeleteSnapshotResponse {}),
+        Err(CloudError::InUse(m)) | Err(CloudError::IncorrectState(m)) => Err(Error::FailedPrecondition(m)),
+        Err(CloudError::InvalidParameter(m)) if m.contains("InUse") => Err(Error::FailedPrecondition(m)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// ListSnapshots by id, by source volume, or all of this driver's; ordered
+/// by id, the token being the last id of the previous page.
+pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnapshotsResponse> {
+    if req.max_entries < 0 {
+        return Err(Error::InvalidArgument(format!("max_entries {} must not be negative", req.max_entries)));
+    }
+    if !req.starting_token.is_empty() && !is_snapshot_id(&req.starting_token) {
+        return Err(Error::Aborted(format!(
+            "starting_token {:?} was not issued by this driver",
+            req.starting_token
+        )));
+    }
+    let cloud = ctl.cloud()?;
+    let mut snaps = if !req.snapshot_id.is_empty() {
+        if !is_snapshot_id(&req.snapshot_id) {
+            Vec::new()
+        } else {
+            cloud.snapshot(&req.snapshot_id).await?.into_iter().collect()
+        }
+    } else if !req.source_volume_id.is_empty() {
+        if !is_volume_id(&req.source_volume_id) {
+            Vec::new()
+        } else {
+            cloud.list_snapshots(Some(&req.source_volume_id)).await?
+        }
+    } else {
+        cloud.list_snapshots(None).await?
+    };
+    if !req.source_volume_id.is_empty() {
+        snaps.retain(|s| s.volume_id == req.source_volume_id);
+    }
+    snaps.sort_by(|a, b| a.id.cmp(&b.id));
+    let start = snaps.partition_point(|s| !req.starting_token.is_empty() && s.id <= req.starting_token);
+    let rest = &snaps[start..];
+    let take = if req.max_entries == 0 { rest.len() } else { rest.len().min(req.max_entries as usize) };
+    let page = &rest[..take];
+    Ok(csi::ListSnapshotsResponse {
+        entries: page
+            .iter()
+            .map(|s| csi::list_snapshots_response::Entry { snapshot: Some(to_csi(s, "")) })
+            .collect(),
+        next_token: if take < rest.len() { page.last().map(|s| s.id.clone()).unwrap_or_default() } else { String::new() },
+    })
+}
+
+/// GetSnapshot.
+pub async fn get(ctl: &Ctl, req: csi::GetSnapshotRequest) -> Result<csi::GetSnapshotResponse> {
+    if req.snapshot_id.is_empty() {
+        return Err(Error::missing("snapshot_id"));
+    }
+    let missing = || Error::NotFound(format!("snapshot {:?} does not exist", req.snapshot_id));
+    if !is_snapshot_id(&req.snapshot_id) {
+        return Err(missing());
+    }
+    let snap = ctl.cloud()?.snapshot(&req.snapshot_id).await?.ok_or_else(missing)?;
+    Ok(csi::GetSnapshotResponse { snapshot: Some(to_csi(&snap, "")) })
+}
