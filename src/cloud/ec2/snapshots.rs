@@ -151,7 +151,19 @@ impl Ec2Cloud {
                     .send()
             })
             .await?;
-        Ok(out.snapshots().iter().map(convert::snapshot_info).collect())
+        let (wanted, extra): (Vec<Snapshot>, Vec<Snapshot>) = out
+            .snapshots()
+            .iter()
+            .map(convert::snapshot_info)
+            .partition(|s| volume_ids.contains(&s.volume_id));
+        // A volume we could not exclude (one attached meanwhile, or a boot
+        // volume EC2 did not recognise as such) must not leave a snapshot
+        // nobody tracks.
+        for s in extra {
+            tracing::warn!(snapshot_id = %s.id, volume_id = %s.volume_id, "CreateSnapshots took a volume outside the group; deleting its snapshot");
+            self.delete_snapshot_impl(&s.id).await?;
+        }
+        Ok(wanted)
     }
 
     pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &str) -> CloudResult<()> {
