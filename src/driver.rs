@@ -1,6 +1,7 @@
 //! Assembles the services for a mode and runs them until shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tonic::transport::Server;
 
@@ -9,6 +10,10 @@ use crate::csi::controller_server::ControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::identity::IdentityService;
+use crate::metadata::InstanceState;
+use crate::node::device::DeviceFinder;
+use crate::node::host::HostMounter;
+use crate::node::{NodeConfig, NodeService};
 use crate::options::Options;
 use crate::readiness::Readiness;
 use crate::server::{self, ServerError};
@@ -25,15 +30,25 @@ where
     let path = server::parse_endpoint(&opts.endpoint)?;
     let listener = server::bind(&path)?;
 
-    let readiness = Readiness::default();
+    let mut readiness = Readiness::default();
     let controller = opts
         .mode
         .runs_controller()
         .then(|| ControllerServer::new(ControllerService));
-    let node = opts
-        .mode
-        .runs_node()
-        .then(|| NodeServer::new(crate::node::NodeService));
+    let node = opts.mode.runs_node().then(|| {
+        // Who we are comes from IMDS, which may be slow or unreachable:
+        // serve at once, and let Probe say not-ready until it is known.
+        let instance = InstanceState::default();
+        readiness.require(instance.slot());
+        instance.spawn_loader(opts.clone());
+        NodeServer::new(NodeService::new(NodeConfig {
+            mounter: Arc::new(HostMounter::new()),
+            devices: DeviceFinder::new(&opts.device_dir),
+            instance,
+            volume_attach_limit: opts.volume_attach_limit,
+            reserved_volume_attachments: opts.reserved_volume_attachments,
+        }))
+    });
     let identity = IdentityService::new(opts.mode.runs_controller(), readiness);
 
     tracing::info!(

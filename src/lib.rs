@@ -14,6 +14,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod metadata;
 pub mod node;
 pub mod options;
 pub mod readiness;
