@@ -113,10 +113,13 @@ fn mount_point_form(path: &Path) -> PathBuf {
     }
 }
 
+/// A chunk of zeros to compare device contents against.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
 /// Finds the first non-zero byte of `device` in `[start, start+len)`.
 fn first_nonzero(file: &mut File, start: u64, len: u64) -> std::io::Result<Option<u64>> {
     file.seek(SeekFrom::Start(start))?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; ZEROS.len()];
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
@@ -124,7 +127,10 @@ fn first_nonzero(file: &mut File, start: u64, len: u64) -> std::io::Result<Optio
         if got == 0 {
             break;
         }
-        if let Some(i) = buf[..got].iter().position(|b| *b != 0) {
+        // A slice comparison is one memcmp; only a chunk that differs is
+        // scanned byte by byte for the offset.
+        if buf[..got] != ZEROS[..got] {
+            let i = buf[..got].iter().position(|b| *b != 0).unwrap_or(0);
             return Ok(Some(start + done + i as u64));
         }
         done += got as u64;
