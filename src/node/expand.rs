@@ -1,7 +1,7 @@
 //! NodeExpandVolume: grow the mounted filesystem to the (already grown)
 //! device. Block volumes need no filesystem work.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -18,7 +18,8 @@ pub struct ExpandSpec<'a> {
     pub volume_id: &'a str,
     /// The published (or staged) path.
     pub volume_path: &'a Path,
-    /// The volume's device, if found.
+    /// The volume's device, if found by its NVMe link; without it the
+    /// device mounted at `volume_path` is used.
     pub device: Option<&'a Path>,
     /// The capability says block.
     pub block: bool,
@@ -48,11 +49,16 @@ pub fn expand(m: &dyn Mounter, spec: &ExpandSpec<'_>) -> Result<u64> {
             path.display()
         ))
     })?;
-    let device = spec
-        .device
-        .ok_or_else(|| Error::NotFound(format!("no device for volume {volume_id} on this node")))?;
-    let dev = m.device_number(device)?;
     let block = spec.block || kind == PathKind::File;
+    let device: PathBuf = match spec.device {
+        Some(d) => d.to_path_buf(),
+        // No NVMe link (Xen instances) and no devicePath in this request:
+        // the device is whatever is mounted there.
+        None if block => path.to_path_buf(),
+        None => PathBuf::from(&entry.source),
+    };
+    let device = device.as_path();
+    let dev = m.device_number(device).ok().flatten();
     let mounted = if block {
         m.device_number(path)?
     } else {
@@ -175,10 +181,15 @@ mod tests {
         let err = expand(&m, &spec("/t", Some("/dev/b"), 0)).unwrap_err();
         assert_eq!(err.code(), tonic::Code::NotFound);
         assert!(err.to_string().contains("/dev/b"), "{err}");
-        assert_eq!(
-            expand(&m, &spec("/t", None, 0)).unwrap_err().code(),
-            tonic::Code::NotFound
-        );
+    }
+
+    #[test]
+    fn without_a_known_device_the_mounted_one_is_grown() {
+        let m = FakeMounter::default();
+        mounted(&m, "/dev/a", "/t", "xfs");
+        m.set_device_size("/dev/a", 2 * GIB);
+        assert_eq!(expand(&m, &spec("/t", None, 0)).unwrap(), 2 * GIB);
+        assert!(m.calls().contains(&"grow_online /dev/a /t xfs".to_string()));
     }
 
     #[test]
