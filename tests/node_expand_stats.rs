@@ -131,6 +131,16 @@ async fn stats_follow_writes_and_name_unknown_paths() {
     let err = stats(&mut bed.node, "", &target).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
+    // The filesystem turns read-only under a read-write publish (what
+    // errors=remount-ro does): an abnormal condition naming it.
+    support::node::sh("mount", &["-o", "remount,ro", staging.to_str().unwrap()]);
+    let ro = stats(&mut bed.node, &vol.volume_id, &target).await.unwrap();
+    support::node::sh("mount", &["-o", "remount,rw", staging.to_str().unwrap()]);
+    let cond = ro.volume_condition.unwrap();
+    assert!(cond.abnormal && cond.message.contains("read-only"), "{cond:?}");
+    let ok = stats(&mut bed.node, &vol.volume_id, &target).await.unwrap();
+    assert!(!ok.volume_condition.unwrap().abnormal);
+
     // Mount gone: reported as an abnormal condition, not an error.
     bed.node
         .node_unpublish_volume(unpublish_request(&vol.volume_id, &target))
