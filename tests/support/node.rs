@@ -15,14 +15,45 @@ use tonic::transport::Channel;
 use super::volumes::AttachedVolume;
 use super::{Harness, SimOptions, is_root};
 
+/// The host tools the node tests (and the driver) run.
+pub const NODE_TOOLS: &[&str] = &[
+    "blkid",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "dumpe2fs",
+    "e2fsck",
+    "resize2fs",
+    "xfs_info",
+    "xfs_growfs",
+    "mount",
+    "umount",
+];
+
 /// True (after saying why) when the test cannot run here: it needs root
-/// for loop devices and mounts.
+/// for loop devices and mounts, and e2fsprogs, xfsprogs and util-linux.
 pub fn skip_without_root(test: &str) -> bool {
-    if is_root() {
-        return false;
+    if !is_root() {
+        eprintln!(
+            "SKIP {test}: needs root (loop devices, mkfs, mount); run the node tests as root"
+        );
+        return true;
     }
-    eprintln!("SKIP {test}: needs root (loop devices, mkfs, mount); run the node tests as root");
-    true
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/sbin", "/usr/sbin"].map(PathBuf::from))
+        .collect();
+    let missing: Vec<&str> = NODE_TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| !dirs.iter().any(|d| d.join(tool).is_file()))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIP {test}: missing host tools {missing:?} (install e2fsprogs, xfsprogs, util-linux)"
+        );
+        return true;
+    }
+    false
 }
 
 /// Unmounts (lazily, so a busy mount cannot wedge the test) every
