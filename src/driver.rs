@@ -1,26 +1,30 @@
 //! Assembles the services for a mode and runs them until shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tonic::transport::Server;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloud::Cloud;
 use crate::cloud::ec2::{Ec2Cloud, Ec2Options};
-use crate::controller::tags::{DriverTags, parse_extra_tags};
 use crate::controller::group::GroupService;
+use crate::controller::tags::{DriverTags, parse_extra_tags};
 use crate::controller::{ControllerService, Ctl, Timeouts};
-use crate::csi::group_controller_server::GroupControllerServer;
-use crate::metrics;
-use crate::readiness::Slot;
 use crate::csi::controller_server::ControllerServer;
+use crate::csi::group_controller_server::GroupControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::identity::IdentityService;
+use crate::metadata::InstanceState;
+use crate::metrics;
+use crate::node::device::DeviceFinder;
+use crate::node::host::HostMounter;
+use crate::node::{NodeConfig, NodeService};
 use crate::options::Options;
 use crate::readiness::Readiness;
+use crate::readiness::Slot;
 use crate::server::{self, ServerError};
 
 /// Runs the driver described by `opts` until `shutdown` resolves.
@@ -38,14 +42,23 @@ where
     let mut readiness = Readiness::default();
     if let Some(listen) = &opts.http_endpoint {
         let addr = metrics::parse_listen(listen).map_err(ServerError::Config)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| ServerError::Config(format!("--http-endpoint {listen}: cannot listen: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            ServerError::Config(format!("--http-endpoint {listen}: cannot listen: {e}"))
+        })?;
         tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving metrics at /metrics");
         tokio::spawn(metrics::serve(listener));
     }
+    // Who we are comes from IMDS, which may be slow or unreachable: serve
+    // at once, and let Probe say not-ready until it is known. Only the node
+    // needs it; the controller in `all` mode borrows its zone.
+    let instance = opts.mode.runs_node().then(|| {
+        let instance = InstanceState::default();
+        readiness.require(instance.slot());
+        instance.spawn_loader(opts.clone());
+        instance
+    });
     let controller = if opts.mode.runs_controller() {
-        let ctl = controller_state(&opts)?;
+        let ctl = controller_state(&opts, instance.clone())?;
         readiness.require(&ctl.cloud);
         spawn_cloud_init(&opts, ctl.cloud.clone());
         Some(ControllerService::new(ctl))
@@ -56,10 +69,15 @@ where
         .as_ref()
         .map(|c| GroupControllerServer::new(GroupService::new(c.state())));
     let controller = controller.map(ControllerServer::new);
-    let node = opts
-        .mode
-        .runs_node()
-        .then(|| NodeServer::new(crate::node::NodeService));
+    let node = instance.map(|instance| {
+        NodeServer::new(NodeService::new(NodeConfig {
+            mounter: Arc::new(HostMounter::new()),
+            devices: DeviceFinder::new(&opts.device_dir),
+            instance,
+            volume_attach_limit: opts.volume_attach_limit,
+            reserved_volume_attachments: opts.reserved_volume_attachments,
+        }))
+    });
     let identity = IdentityService::new(opts.mode.runs_controller(), readiness);
 
     tracing::info!(
@@ -76,13 +94,15 @@ where
 }
 
 /// The controller's shared state from the flags; bad flags fail start-up.
-fn controller_state(opts: &Options) -> Result<Ctl, ServerError> {
-    let extra = parse_extra_tags(&opts.extra_tags).map_err(|e| ServerError::Config(e.to_string()))?;
+fn controller_state(opts: &Options, instance: Option<InstanceState>) -> Result<Ctl, ServerError> {
+    let extra =
+        parse_extra_tags(&opts.extra_tags).map_err(|e| ServerError::Config(e.to_string()))?;
     let cluster_id = Some(opts.k8s_tag_cluster_id.trim().to_string()).filter(|s| !s.is_empty());
     Ok(Ctl {
         cloud: Slot::new("EC2 client"),
         tags: DriverTags { extra, cluster_id },
         own_zone: opts.availability_zone.clone(),
+        instance,
         inflight: Default::default(),
         devices: Default::default(),
         modifier: Default::default(),
@@ -114,9 +134,13 @@ fn spawn_cloud_init(opts: &Options, slot: Slot<Arc<dyn Cloud>>) {
                         slot.set(cloud as Arc<dyn Cloud>);
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 not usable yet"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 not usable yet")
+                    }
                 },
-                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 client setup failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "EC2 client setup failed")
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));

@@ -15,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod metadata;
 pub mod metrics;
 pub mod node;
 pub mod options;

@@ -106,7 +106,10 @@ impl Metrics {
             .get_or_create(&vec![method_label.clone()])
             .observe(took.as_secs_f64());
         self.rpc_requests
-            .get_or_create(&vec![method_label, ("code".to_string(), format!("{code:?}"))])
+            .get_or_create(&vec![
+                method_label,
+                ("code".to_string(), format!("{code:?}")),
+            ])
             .inc();
     }
 
@@ -138,7 +141,8 @@ pub async fn serve(listener: TcpListener) {
         };
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -147,7 +151,10 @@ pub async fn serve(listener: TcpListener) {
             let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
                 ("200 OK", global().render())
             } else {
-                ("404 Not Found", "not found; metrics are at /metrics\n".to_string())
+                (
+                    "404 Not Found",
+                    "not found; metrics are at /metrics\n".to_string(),
+                )
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\

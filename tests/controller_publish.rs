@@ -27,41 +27,90 @@ async fn controller(delays: &'static str, args: Vec<String>) -> Harness {
 async fn publish_rules() {
     let h = controller("realistic", vec![]).await;
     let mut c = h.driver.controller().await;
-    let vol = c.create_volume(create_req("pvc-pub", 1, params(&[]))).await.unwrap().into_inner().volume.unwrap();
+    let vol = c
+        .create_volume(create_req("pvc-pub", 1, params(&[])))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     let vol = vol.volume_id;
     let node = h.sim.run_instance("us-east-1a").await;
     let other = h.sim.run_instance("us-east-1a").await;
     let far = h.sim.run_instance("us-east-1b").await;
 
-    let err = c.controller_publish_volume(publish_req("vol-0000000000000dead", &node)).await.unwrap_err();
+    let err = c
+        .controller_publish_volume(publish_req("vol-0000000000000dead", &node))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.controller_publish_volume(publish_req(&vol, "i-0000000000000dead")).await.unwrap_err();
+    let err = c
+        .controller_publish_volume(publish_req(&vol, "i-0000000000000dead"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("i-0000000000000dead"));
-    let err = c.controller_publish_volume(publish_req(&vol, &far)).await.unwrap_err();
+    let err = c
+        .controller_publish_volume(publish_req(&vol, &far))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("us-east-1a") && err.message().contains("us-east-1b"), "{}", err.message());
+    assert!(
+        err.message().contains("us-east-1a") && err.message().contains("us-east-1b"),
+        "{}",
+        err.message()
+    );
     let mut no_cap = publish_req(&vol, &node);
     no_cap.volume_capability = None;
-    assert_eq!(c.controller_publish_volume(no_cap).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        c.controller_publish_volume(no_cap)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
 
-    let first = c.controller_publish_volume(publish_req(&vol, &node)).await.unwrap().into_inner();
+    let first = c
+        .controller_publish_volume(publish_req(&vol, &node))
+        .await
+        .unwrap()
+        .into_inner();
     let device = first.publish_context["devicePath"].clone();
     assert!(device.starts_with("/dev/xvd"), "{device}");
-    let again = c.controller_publish_volume(publish_req(&vol, &node)).await.unwrap().into_inner();
-    assert_eq!(again.publish_context["devicePath"], device, "same devicePath when already attached");
+    let again = c
+        .controller_publish_volume(publish_req(&vol, &node))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.publish_context["devicePath"], device,
+        "same devicePath when already attached"
+    );
 
-    let err = c.controller_publish_volume(publish_req(&vol, &other)).await.unwrap_err();
+    let err = c
+        .controller_publish_volume(publish_req(&vol, &other))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains(&node), "{}", err.message());
 
-    c.controller_unpublish_volume(unpublish_req(&vol, &node)).await.expect("unpublish");
-    c.controller_unpublish_volume(unpublish_req(&vol, &node)).await.expect("unpublish again");
-    c.controller_unpublish_volume(unpublish_req(&vol, "i-0000000000000dead")).await.expect("unknown node");
-    c.controller_unpublish_volume(unpublish_req("vol-0000000000000dead", &node)).await.expect("unknown volume");
+    c.controller_unpublish_volume(unpublish_req(&vol, &node))
+        .await
+        .expect("unpublish");
+    c.controller_unpublish_volume(unpublish_req(&vol, &node))
+        .await
+        .expect("unpublish again");
+    c.controller_unpublish_volume(unpublish_req(&vol, "i-0000000000000dead"))
+        .await
+        .expect("unknown node");
+    c.controller_unpublish_volume(unpublish_req("vol-0000000000000dead", &node))
+        .await
+        .expect("unknown volume");
 
     // Now free, it can go to the other node.
-    c.controller_publish_volume(publish_req(&vol, &other)).await.expect("publish elsewhere");
+    c.controller_publish_volume(publish_req(&vol, &other))
+        .await
+        .expect("publish elsewhere");
 }
 
 #[tokio::test]
@@ -71,7 +120,10 @@ async fn distinct_device_names_per_node_under_concurrency() {
     let mut c = h.driver.controller().await;
     let mut vols = Vec::new();
     for i in 0..8 {
-        let v = c.create_volume(create_req(&format!("pvc-d{i}"), 1, params(&[]))).await.unwrap();
+        let v = c
+            .create_volume(create_req(&format!("pvc-d{i}"), 1, params(&[])))
+            .await
+            .unwrap();
         vols.push(v.into_inner().volume.unwrap().volume_id);
     }
     let mut tasks = Vec::new();
@@ -79,7 +131,9 @@ async fn distinct_device_names_per_node_under_concurrency() {
         let mut c = h.driver.controller().await;
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
-            c.controller_publish_volume(publish_req(&v, &node)).await.map(|r| r.into_inner())
+            c.controller_publish_volume(publish_req(&v, &node))
+                .await
+                .map(|r| r.into_inner())
         }));
     }
     let mut devices = Vec::new();
@@ -89,7 +143,11 @@ async fn distinct_device_names_per_node_under_concurrency() {
     let mut unique = devices.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), devices.len(), "device names reused: {devices:?}");
+    assert_eq!(
+        unique.len(),
+        devices.len(),
+        "device names reused: {devices:?}"
+    );
 }
 
 #[tokio::test]
@@ -97,10 +155,14 @@ async fn stuck_attachment_is_detached_and_retried() {
     let h = controller("fast", vec!["--attach-timeout=2".into()]).await;
     let node = h.sim.run_instance("us-east-1a").await;
     let mut c = h.driver.controller().await;
-    let vol = c.create_volume(create_req("pvc-stuck", 1, params(&[]))).await.unwrap();
+    let vol = c
+        .create_volume(create_req("pvc-stuck", 1, params(&[])))
+        .await
+        .unwrap();
     let vol = vol.into_inner().volume.unwrap().volume_id;
     // The first attachment takes far longer than the driver's bound...
-    h.sim.post("config", &serde_json::json!({"delays": {"attach": 60}}));
+    h.sim
+        .post("config", &serde_json::json!({"delays": {"attach": 60}}));
     let sim_endpoint = h.sim.endpoint.clone();
     let relax = tokio::spawn(async move {
         // ...then attachments become quick again, as after an EC2 hiccup.
@@ -115,10 +177,21 @@ async fn stuck_attachment_is_detached_and_retried() {
         tokio::spawn(async move { c.controller_publish_volume(publish_req(&vol, &node)).await })
     };
     relax.await.unwrap();
-    h.sim.post("config", &serde_json::json!({"delays": {"attach": 0.2}}));
-    let reply = publish.await.unwrap().expect("publish succeeds after a retry").into_inner();
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited for the bound first");
-    assert!(h.sim.calls("DetachVolume") >= 1, "the stuck attachment was detached");
+    h.sim
+        .post("config", &serde_json::json!({"delays": {"attach": 0.2}}));
+    let reply = publish
+        .await
+        .unwrap()
+        .expect("publish succeeds after a retry")
+        .into_inner();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited for the bound first"
+    );
+    assert!(
+        h.sim.calls("DetachVolume") >= 1,
+        "the stuck attachment was detached"
+    );
     assert!(h.sim.calls("AttachVolume") >= 2, "and attached again");
     assert!(reply.publish_context["devicePath"].starts_with("/dev/xvd"));
 }
@@ -135,7 +208,9 @@ async fn fifty_creates_with_ten_names_make_ten_volumes() {
             loop {
                 match c.create_volume(create_req(&name, 1, params(&[]))).await {
                     Ok(r) => return (name, r.into_inner().volume.unwrap().volume_id),
-                    Err(e) if e.code() == Code::Aborted => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) if e.code() == Code::Aborted => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                     Err(e) => panic!("{name}: {e:?}"),
                 }
             }
@@ -148,7 +223,11 @@ async fn fifty_creates_with_ten_names_make_ten_volumes() {
         assert!(prev.is_none() || prev == Some(id), "{name} got two ids");
     }
     assert_eq!(by_name.len(), 10);
-    assert_eq!(h.sim.all_volumes().await.len(), 10, "exactly ten volumes in EC2");
+    assert_eq!(
+        h.sim.all_volumes().await.len(),
+        10,
+        "exactly ten volumes in EC2"
+    );
     assert_eq!(h.sim.calls("CreateVolume"), 10, "one CreateVolume per name");
 }
 
@@ -175,7 +254,9 @@ async fn hundred_creates_and_publishes_under_throttling() {
                 .volume
                 .unwrap()
                 .volume_id;
-            c.controller_publish_volume(publish_req(&vol, &node)).await.expect("publish");
+            c.controller_publish_volume(publish_req(&vol, &node))
+                .await
+                .expect("publish");
         }));
     }
     for t in tasks {
@@ -200,7 +281,10 @@ async fn hundred_creates_and_publishes_under_throttling() {
     if std::env::var("SHOW_LOG").is_ok() {
         println!("{}", h.driver.log_text());
     }
-    assert!(describes as f64 / 100.0 <= 0.2, "{describes} Describe calls for 100 volumes");
+    assert!(
+        describes as f64 / 100.0 <= 0.2,
+        "{describes} Describe calls for 100 volumes"
+    );
     assert_eq!(calls["CreateVolume"], 100);
     assert_eq!(calls["AttachVolume"], 100);
 }
@@ -209,7 +293,10 @@ async fn hundred_creates_and_publishes_under_throttling() {
 async fn killed_mid_create_then_retried_makes_one_volume() {
     let h = controller("realistic", vec![]).await;
     let mut c = h.driver.controller().await;
-    let create = tokio::spawn(async move { c.create_volume(create_req("pvc-crash", 4, params(&[]))).await });
+    let create = tokio::spawn(async move {
+        c.create_volume(create_req("pvc-crash", 4, params(&[])))
+            .await
+    });
     // Kill the driver once CreateVolume has reached EC2 but before the
     // volume is available (realistic creation takes seconds).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,8 +318,15 @@ async fn killed_mid_create_then_retried_makes_one_volume() {
     let h = Harness { driver, sim };
     h.wait_ready().await;
     let mut c = h.driver.controller().await;
-    let vol = c.create_volume(create_req("pvc-crash", 4, params(&[]))).await.expect("retry").into_inner();
+    let vol = c
+        .create_volume(create_req("pvc-crash", 4, params(&[])))
+        .await
+        .expect("retry")
+        .into_inner();
     let vols = h.sim.all_volumes().await;
     assert_eq!(vols.len(), 1, "one volume after crash and retry");
-    assert_eq!(vols[0].volume_id(), Some(vol.volume.unwrap().volume_id.as_str()));
+    assert_eq!(
+        vols[0].volume_id(),
+        Some(vol.volume.unwrap().volume_id.as_str())
+    );
 }

@@ -12,12 +12,24 @@ fn emulator_ready_line_and_counters() {
         delays: "none",
         ..SimOptions::default()
     });
-    assert!(sim.endpoint.starts_with("http://127.0.0.1:"), "{}", sim.endpoint);
+    assert!(
+        sim.endpoint.starts_with("http://127.0.0.1:"),
+        "{}",
+        sim.endpoint
+    );
     assert!(sim.instance_id.starts_with("i-"), "{}", sim.instance_id);
-    assert!(sim.zone.starts_with(&sim.region), "{} in {}", sim.zone, sim.region);
+    assert!(
+        sim.zone.starts_with(&sim.region),
+        "{} in {}",
+        sim.zone,
+        sim.region
+    );
     assert!(sim.device_dir.is_dir(), "{}", sim.device_dir.display());
     let env = sim.driver_env();
-    assert!(env.iter().any(|(k, v)| k == "AWS_ENDPOINT_URL_EC2" && v == &sim.endpoint));
+    assert!(
+        env.iter()
+            .any(|(k, v)| k == "AWS_ENDPOINT_URL_EC2" && v == &sim.endpoint)
+    );
     sim.reset_counters();
     assert_eq!(sim.calls("DescribeVolumes"), 0);
     assert_eq!(sim.get("health")["ok"], true);

@@ -12,10 +12,17 @@ fn actions_in_policy(file: &str) -> BTreeSet<String> {
     for stmt in policy["Statement"].as_array().expect("Statement list") {
         let actions = match &stmt["Action"] {
             serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
             _ => vec![],
         };
-        out.extend(actions.into_iter().filter_map(|a| a.strip_prefix("ec2:").map(String::from)));
+        out.extend(
+            actions
+                .into_iter()
+                .filter_map(|a| a.strip_prefix("ec2:").map(String::from)),
+        );
     }
     out
 }
@@ -40,21 +47,43 @@ fn actions_in_code() -> BTreeSet<String> {
 #[test]
 fn every_called_action_is_granted() {
     let code = actions_in_code();
-    assert!(code.len() >= 15, "found only {code:?}: is the scan still right?");
+    assert!(
+        code.len() >= 15,
+        "found only {code:?}: is the scan still right?"
+    );
     let main = actions_in_policy("docs/iam-policy.json");
     let optional = actions_in_policy("docs/iam-policy-optional.json");
-    let missing: Vec<_> = code.iter().filter(|a| !main.contains(*a) && !optional.contains(*a)).collect();
-    assert!(missing.is_empty(), "EC2 actions called but in no policy: {missing:?}");
+    let missing: Vec<_> = code
+        .iter()
+        .filter(|a| !main.contains(*a) && !optional.contains(*a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "EC2 actions called but in no policy: {missing:?}"
+    );
     // The optional ones are exactly the documented extras.
     let extra: BTreeSet<_> = code.difference(&main).cloned().collect();
-    let documented: BTreeSet<String> = ["CreateSnapshots", "EnableFastSnapshotRestores", "LockSnapshot"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    assert!(extra.is_subset(&documented), "needs more than the contract policy: {extra:?}");
+    let documented: BTreeSet<String> = [
+        "CreateSnapshots",
+        "EnableFastSnapshotRestores",
+        "LockSnapshot",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert!(
+        extra.is_subset(&documented),
+        "needs more than the contract policy: {extra:?}"
+    );
     // And the main policy grants nothing the code does not call, except
     // DescribeTags: the reference driver's policy has it and DESIGN.md keeps
     // the same policy so clusters can swap drivers without IAM changes.
-    let unused: Vec<_> = main.difference(&code).filter(|a| *a != "DescribeTags").collect();
-    assert!(unused.is_empty(), "policy grants actions the driver never calls: {unused:?}");
+    let unused: Vec<_> = main
+        .difference(&code)
+        .filter(|a| *a != "DescribeTags")
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "policy grants actions the driver never calls: {unused:?}"
+    );
 }

@@ -12,8 +12,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long a poll-started call waits for the rest of its tick's pollers.
 pub const GATHER: Duration = Duration::from_millis(20);
@@ -89,11 +89,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
             if entry.is_empty() {
                 queue.order.push(key.to_string());
             }
-            queue
-                .waiters
-                .get_mut(key)
-                .expect("just inserted")
-                .push(tx);
+            queue.waiters.get_mut(key).expect("just inserted").push(tx);
             !std::mem::replace(&mut queue.running, true)
         };
         if start {
@@ -183,10 +179,7 @@ mod tests {
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
-            assert_eq!(
-                h.await.unwrap().unwrap(),
-                Some(format!("value of vol-{i}"))
-            );
+            assert_eq!(h.await.unwrap().unwrap(), Some(format!("value of vol-{i}")));
         }
         // The first key goes at once; everything queued meanwhile shares
         // the next call (on a single-threaded runtime all 100 may even be
@@ -215,9 +208,8 @@ mod tests {
 
     #[tokio::test]
     async fn errors_reach_every_waiter_of_the_batch() {
-        let fetch: FetchFn<String> = Arc::new(|_keys| {
-            Box::pin(async { Err(CloudError::Unavailable("EC2 down".into())) })
-        });
+        let fetch: FetchFn<String> =
+            Arc::new(|_keys| Box::pin(async { Err(CloudError::Unavailable("EC2 down".into())) }));
         let c = Coalescer::new(10, fetch);
         let (a, b) = tokio::join!(c.get("a"), c.get("b"));
         assert_eq!(a, Err(CloudError::Unavailable("EC2 down".into())));

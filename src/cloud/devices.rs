@@ -75,7 +75,8 @@ impl DeviceAllocator {
         let mut nodes = self.nodes.lock().expect("allocator lock");
         let node = nodes.entry(instance.to_string()).or_default();
         let now = Instant::now();
-        node.cooling.retain(|_, since| now.duration_since(*since) < COOLDOWN);
+        node.cooling
+            .retain(|_, since| now.duration_since(*since) < COOLDOWN);
         let name = candidates().into_iter().find(|n| {
             !used.contains(n) && !node.in_flight.contains(n) && !node.cooling.contains_key(n)
         })?;

@@ -83,11 +83,11 @@ impl CloudError {
                 Self::DeviceInUse(text)
             }
             "IdempotentParameterMismatch" => Self::IdempotentParameterMismatch(text),
-            "IncorrectState" | "IncorrectModificationState" | "IncorrectInstanceState"
+            "IncorrectState"
+            | "IncorrectModificationState"
+            | "IncorrectInstanceState"
             | "InvalidVolume.NotAvailable" => Self::IncorrectState(text),
-            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => {
-                Self::Throttled(text)
-            }
+            "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => Self::Throttled(text),
             "UnauthorizedOperation" | "AuthFailure" | "Blocked" | "OptInRequired" => {
                 Self::Unauthorized(text)
             }

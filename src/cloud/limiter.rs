@@ -32,7 +32,8 @@ impl TokenBucket {
         let mut state = self.state.lock().await;
         let now = Instant::now();
         let (tokens, last) = *state;
-        let mut tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+        let mut tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
         if tokens < 1.0 {
             let wait = Duration::from_secs_f64((1.0 - tokens) / self.rate);
             tokio::time::sleep(wait).await;

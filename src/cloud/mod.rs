@@ -43,11 +43,19 @@ pub trait Cloud: Send + Sync {
     /// The instance with this id, if it exists (coalesced lookup).
     async fn instance(&self, instance_id: &str) -> CloudResult<Option<Instance>>;
     /// AttachVolume as `device`.
-    async fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str)
-    -> CloudResult<()>;
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> CloudResult<()>;
     /// DetachVolume (forced when `force`).
-    async fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool)
-    -> CloudResult<()>;
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        force: bool,
+    ) -> CloudResult<()>;
     /// Names of the region's available zones, in EC2's order (cached).
     async fn zones(&self) -> CloudResult<Vec<String>>;
     /// ModifyVolume.

@@ -85,10 +85,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn times_out_naming_what() {
-        let got: CloudResult<()> = poll("vol-1 to be available", Duration::from_secs(3), || async {
-            Ok(None)
-        })
-        .await;
+        let got: CloudResult<()> =
+            poll("vol-1 to be available", Duration::from_secs(3), || async {
+                Ok(None)
+            })
+            .await;
         match got {
             Err(CloudError::Timeout(m)) => assert!(m.contains("vol-1 to be available"), "{m}"),
             other => panic!("{other:?}"),

@@ -47,7 +47,10 @@ pub fn unsupported(cap: &csi::VolumeCapability, io2: Option<bool>) -> Option<Str
         Mode::MultiNodeMultiWriter => {
             Some("MULTI_NODE_MULTI_WRITER is only possible with block access on io2".into())
         }
-        other => Some(format!("access mode {} is not supported by EBS", other.as_str_name())),
+        other => Some(format!(
+            "access mode {} is not supported by EBS",
+            other.as_str_name()
+        )),
     }
 }
 

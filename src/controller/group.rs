@@ -38,12 +38,20 @@ fn respond(id: &str, snaps: &[Snapshot]) -> csi::VolumeGroupSnapshot {
     csi::VolumeGroupSnapshot {
         group_snapshot_id: id.to_string(),
         snapshots: snaps.iter().map(|s| to_csi(s, id)).collect(),
-        creation_time: snaps.iter().filter_map(|s| s.start_time).min().map(prost_types::Timestamp::from),
-        ready_to_use: !snaps.is_empty() && snaps.iter().all(|s| s.state == SnapshotState::Completed),
+        creation_time: snaps
+            .iter()
+            .filter_map(|s| s.start_time)
+            .min()
+            .map(prost_types::Timestamp::from),
+        ready_to_use: !snaps.is_empty()
+            && snaps.iter().all(|s| s.state == SnapshotState::Completed),
     }
 }
 
-async fn create(ctl: &Ctl, req: csi::CreateVolumeGroupSnapshotRequest) -> Result<csi::CreateVolumeGroupSnapshotResponse> {
+async fn create(
+    ctl: &Ctl,
+    req: csi::CreateVolumeGroupSnapshotRequest,
+) -> Result<csi::CreateVolumeGroupSnapshotResponse> {
     if req.name.is_empty() {
         return Err(Error::missing("name"));
     }
@@ -70,7 +78,9 @@ async fn create(ctl: &Ctl, req: csi::CreateVolumeGroupSnapshotRequest) -> Result
                 wanted.join(", ")
             )));
         }
-        return Ok(csi::CreateVolumeGroupSnapshotResponse { group_snapshot: Some(respond(&gid, &existing)) });
+        return Ok(csi::CreateVolumeGroupSnapshotResponse {
+            group_snapshot: Some(respond(&gid, &existing)),
+        });
     }
 
     // Where is each volume attached?
@@ -91,7 +101,10 @@ async fn create(ctl: &Ctl, req: csi::CreateVolumeGroupSnapshotRequest) -> Result
     let instance = match placement.keys().next() {
         Some(i) if placement.len() == 1 && i.starts_with("i-") && !i.contains('+') => i.clone(),
         _ => {
-            let mut parts: Vec<String> = placement.iter().map(|(i, v)| format!("{} on {i}", v.join(", "))).collect();
+            let mut parts: Vec<String> = placement
+                .iter()
+                .map(|(i, v)| format!("{} on {i}", v.join(", ")))
+                .collect();
             parts.sort();
             return Err(Error::FailedPrecondition(format!(
                 "EC2 takes a crash-consistent group snapshot only of volumes attached to one instance: {}",
@@ -106,12 +119,16 @@ async fn create(ctl: &Ctl, req: csi::CreateVolumeGroupSnapshotRequest) -> Result
     tags.push((GROUP_NAME_TAG.to_string(), req.name.clone()));
     tags.push((GROUP_ID_TAG.to_string(), gid.clone()));
     let description = format!("Created by ebs.csi.aws.com for group {}", req.name);
-    let snaps = cloud.create_snapshots(&instance, &wanted, &description, &tags).await?;
+    let snaps = cloud
+        .create_snapshots(&instance, &wanted, &description, &tags)
+        .await?;
     tracing::info!(group = %gid, %instance, count = snaps.len(), "group snapshot started");
     for snap in &snaps {
         finish_snapshot(cloud.as_ref(), snap, &params).await?;
     }
-    Ok(csi::CreateVolumeGroupSnapshotResponse { group_snapshot: Some(respond(&gid, &snaps)) })
+    Ok(csi::CreateVolumeGroupSnapshotResponse {
+        group_snapshot: Some(respond(&gid, &snaps)),
+    })
 }
 
 /// The member snapshots: the ids given, or else those tagged with the group id.
@@ -131,12 +148,17 @@ async fn members(ctl: &Ctl, gid: &str, ids: &[String]) -> Result<Vec<Snapshot>> 
     Ok(out)
 }
 
-async fn delete(ctl: &Ctl, req: csi::DeleteVolumeGroupSnapshotRequest) -> Result<csi::DeleteVolumeGroupSnapshotResponse> {
+async fn delete(
+    ctl: &Ctl,
+    req: csi::DeleteVolumeGroupSnapshotRequest,
+) -> Result<csi::DeleteVolumeGroupSnapshotResponse> {
     if req.group_snapshot_id.is_empty() {
         return Err(Error::missing("group_snapshot_id"));
     }
     let cloud = ctl.cloud()?;
-    let _guard = ctl.inflight.claim(&req.group_snapshot_id, "group snapshot")?;
+    let _guard = ctl
+        .inflight
+        .claim(&req.group_snapshot_id, "group snapshot")?;
     for snap in members(ctl, &req.group_snapshot_id, &req.snapshot_ids).await? {
         match cloud.delete_snapshot(&snap.id).await {
             Ok(()) | Err(crate::cloud::CloudError::NotFound(_)) => {}
@@ -146,7 +168,10 @@ async fn delete(ctl: &Ctl, req: csi::DeleteVolumeGroupSnapshotRequest) -> Result
     Ok(csi::DeleteVolumeGroupSnapshotResponse {})
 }
 
-async fn get(ctl: &Ctl, req: csi::GetVolumeGroupSnapshotRequest) -> Result<csi::GetVolumeGroupSnapshotResponse> {
+async fn get(
+    ctl: &Ctl,
+    req: csi::GetVolumeGroupSnapshotRequest,
+) -> Result<csi::GetVolumeGroupSnapshotResponse> {
     if req.group_snapshot_id.is_empty() {
         return Err(Error::missing("group_snapshot_id"));
     }
@@ -158,7 +183,9 @@ async fn get(ctl: &Ctl, req: csi::GetVolumeGroupSnapshotRequest) -> Result<csi::
             req.snapshot_ids.join(", ")
         )));
     }
-    Ok(csi::GetVolumeGroupSnapshotResponse { group_snapshot: Some(respond(&req.group_snapshot_id, &snaps)) })
+    Ok(csi::GetVolumeGroupSnapshotResponse {
+        group_snapshot: Some(respond(&req.group_snapshot_id, &snaps)),
+    })
 }
 
 /// The GroupController service.
@@ -184,7 +211,9 @@ impl GroupController for GroupService {
         rpc::run("GroupControllerGetCapabilities", Ids::default(), async {
             Ok(csi::GroupControllerGetCapabilitiesResponse {
                 capabilities: vec![csi::GroupControllerServiceCapability {
-                    r#type: Some(Type::Rpc(Rpc { r#type: Cap::CreateDeleteGetVolumeGroupSnapshot as i32 })),
+                    r#type: Some(Type::Rpc(Rpc {
+                        r#type: Cap::CreateDeleteGetVolumeGroupSnapshot as i32,
+                    })),
                 }],
             })
         })
@@ -197,7 +226,15 @@ impl GroupController for GroupService {
     ) -> std::result::Result<Response<csi::CreateVolumeGroupSnapshotResponse>, Status> {
         let req = request.into_inner();
         let name = req.name.clone();
-        rpc::run("CreateVolumeGroupSnapshot", Ids { name: &name, ..Ids::default() }, create(&self.ctl, req)).await
+        rpc::run(
+            "CreateVolumeGroupSnapshot",
+            Ids {
+                name: &name,
+                ..Ids::default()
+            },
+            create(&self.ctl, req),
+        )
+        .await
     }
 
     async fn delete_volume_group_snapshot(
@@ -206,7 +243,15 @@ impl GroupController for GroupService {
     ) -> std::result::Result<Response<csi::DeleteVolumeGroupSnapshotResponse>, Status> {
         let req = request.into_inner();
         let id = req.group_snapshot_id.clone();
-        rpc::run("DeleteVolumeGroupSnapshot", Ids { snapshot: &id, ..Ids::default() }, delete(&self.ctl, req)).await
+        rpc::run(
+            "DeleteVolumeGroupSnapshot",
+            Ids {
+                snapshot: &id,
+                ..Ids::default()
+            },
+            delete(&self.ctl, req),
+        )
+        .await
     }
 
     async fn get_volume_group_snapshot(
@@ -215,6 +260,14 @@ impl GroupController for GroupService {
     ) -> std::result::Result<Response<csi::GetVolumeGroupSnapshotResponse>, Status> {
         let req = request.into_inner();
         let id = req.group_snapshot_id.clone();
-        rpc::run("GetVolumeGroupSnapshot", Ids { snapshot: &id, ..Ids::default() }, get(&self.ctl, req)).await
+        rpc::run(
+            "GetVolumeGroupSnapshot",
+            Ids {
+                snapshot: &id,
+                ..Ids::default()
+            },
+            get(&self.ctl, req),
+        )
+        .await
     }
 }

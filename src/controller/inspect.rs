@@ -46,7 +46,9 @@ pub async fn validate(
 
 async fn lookup(ctl: &Ctl, id: &str) -> Result<Volume> {
     if !is_volume_id(id) {
-        return Err(Error::NotFound(format!("volume {id:?} does not exist (not an EBS volume id)")));
+        return Err(Error::NotFound(format!(
+            "volume {id:?} does not exist (not an EBS volume id)"
+        )));
     }
     ctl.cloud()?
         .volume(id)
@@ -90,7 +92,8 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
     }
     let mut volumes = ctl.cloud()?.list_volumes().await?;
     volumes.sort_by(|a, b| a.id.cmp(&b.id));
-    let start = volumes.partition_point(|v| !req.starting_token.is_empty() && v.id <= req.starting_token);
+    let start =
+        volumes.partition_point(|v| !req.starting_token.is_empty() && v.id <= req.starting_token);
     let rest = &volumes[start..];
     let take = if req.max_entries == 0 {
         rest.len()
@@ -120,7 +123,10 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
 
 /// ControllerGetVolume: the volume, the nodes it is published to, and its
 /// condition.
-pub async fn get(ctl: &Ctl, req: csi::ControllerGetVolumeRequest) -> Result<csi::ControllerGetVolumeResponse> {
+pub async fn get(
+    ctl: &Ctl,
+    req: csi::ControllerGetVolumeRequest,
+) -> Result<csi::ControllerGetVolumeResponse> {
     if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }

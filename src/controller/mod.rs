@@ -63,8 +63,11 @@ pub struct Ctl {
     pub cloud: Slot<Arc<dyn Cloud>>,
     /// Driver-wide tags.
     pub tags: DriverTags,
-    /// This process's zone, used when a request does not constrain it.
+    /// This process's zone (`--availability-zone`), used when a request
+    /// does not constrain the zone.
     pub own_zone: Option<String>,
+    /// The node's instance identity in `all` mode: its zone serves as ours.
+    pub instance: Option<crate::metadata::InstanceState>,
     /// Keys (names, volume ids) with an operation in flight.
     pub inflight: inflight::InFlight,
     /// Device names per instance.
@@ -79,6 +82,16 @@ impl Ctl {
     /// The EC2 client, or Unavailable while it is being set up.
     pub fn cloud(&self) -> CsiResult<Arc<dyn Cloud>> {
         self.cloud.get().cloned()
+    }
+
+    /// The zone this process runs in, if known.
+    pub fn zone(&self) -> Option<String> {
+        self.own_zone.clone().or_else(|| {
+            self.instance
+                .as_ref()
+                .and_then(|i| i.get().ok())
+                .map(|info| info.availability_zone.clone())
+        })
     }
 
     /// Tags of a new volume named `name`.
@@ -140,7 +153,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
         let req = request.into_inner();
         let name = req.name.clone();
-        let ids = Ids { name: &name, ..Ids::default() };
+        let ids = Ids {
+            name: &name,
+            ..Ids::default()
+        };
         rpc::run("CreateVolume", ids, volumes::create(&self.ctl, req)).await
     }
 
@@ -150,7 +166,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        rpc::run("DeleteVolume", Ids::volume(&id), volumes::delete(&self.ctl, req)).await
+        rpc::run(
+            "DeleteVolume",
+            Ids::volume(&id),
+            volumes::delete(&self.ctl, req),
+        )
+        .await
     }
 
     async fn controller_publish_volume(
@@ -159,8 +180,17 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
         let (v, n) = (req.volume_id.clone(), req.node_id.clone());
-        let ids = Ids { volume: &v, node: &n, ..Ids::default() };
-        rpc::run("ControllerPublishVolume", ids, publish::publish(&self.ctl, req)).await
+        let ids = Ids {
+            volume: &v,
+            node: &n,
+            ..Ids::default()
+        };
+        rpc::run(
+            "ControllerPublishVolume",
+            ids,
+            publish::publish(&self.ctl, req),
+        )
+        .await
     }
 
     async fn controller_unpublish_volume(
@@ -169,8 +199,17 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
         let (v, n) = (req.volume_id.clone(), req.node_id.clone());
-        let ids = Ids { volume: &v, node: &n, ..Ids::default() };
-        rpc::run("ControllerUnpublishVolume", ids, publish::unpublish(&self.ctl, req)).await
+        let ids = Ids {
+            volume: &v,
+            node: &n,
+            ..Ids::default()
+        };
+        rpc::run(
+            "ControllerUnpublishVolume",
+            ids,
+            publish::unpublish(&self.ctl, req),
+        )
+        .await
     }
 
     async fn validate_volume_capabilities(
@@ -179,14 +218,24 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        rpc::run("ValidateVolumeCapabilities", Ids::volume(&id), inspect::validate(&self.ctl, req)).await
+        rpc::run(
+            "ValidateVolumeCapabilities",
+            Ids::volume(&id),
+            inspect::validate(&self.ctl, req),
+        )
+        .await
     }
 
     async fn list_volumes(
         &self,
         request: Request<csi::ListVolumesRequest>,
     ) -> Result<Response<csi::ListVolumesResponse>, Status> {
-        rpc::run("ListVolumes", Ids::default(), inspect::list(&self.ctl, request.into_inner())).await
+        rpc::run(
+            "ListVolumes",
+            Ids::default(),
+            inspect::list(&self.ctl, request.into_inner()),
+        )
+        .await
     }
 
     async fn get_capacity(
@@ -221,7 +270,11 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
         let req = request.into_inner();
         let (name, vol) = (req.name.clone(), req.source_volume_id.clone());
-        let ids = Ids { name: &name, volume: &vol, ..Ids::default() };
+        let ids = Ids {
+            name: &name,
+            volume: &vol,
+            ..Ids::default()
+        };
         rpc::run("CreateSnapshot", ids, snapshots::create(&self.ctl, req)).await
     }
 
@@ -231,7 +284,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
         let req = request.into_inner();
         let id = req.snapshot_id.clone();
-        let ids = Ids { snapshot: &id, ..Ids::default() };
+        let ids = Ids {
+            snapshot: &id,
+            ..Ids::default()
+        };
         rpc::run("DeleteSnapshot", ids, snapshots::delete(&self.ctl, req)).await
     }
 
@@ -239,7 +295,12 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        rpc::run("ListSnapshots", Ids::default(), snapshots::list(&self.ctl, request.into_inner())).await
+        rpc::run(
+            "ListSnapshots",
+            Ids::default(),
+            snapshots::list(&self.ctl, request.into_inner()),
+        )
+        .await
     }
 
     async fn get_snapshot(
@@ -248,7 +309,10 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
         let req = request.into_inner();
         let id = req.snapshot_id.clone();
-        let ids = Ids { snapshot: &id, ..Ids::default() };
+        let ids = Ids {
+            snapshot: &id,
+            ..Ids::default()
+        };
         rpc::run("GetSnapshot", ids, snapshots::get(&self.ctl, req)).await
     }
 
@@ -258,7 +322,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        rpc::run("ControllerExpandVolume", Ids::volume(&id), modify::expand(&self.ctl, req)).await
+        rpc::run(
+            "ControllerExpandVolume",
+            Ids::volume(&id),
+            modify::expand(&self.ctl, req),
+        )
+        .await
     }
 
     async fn controller_get_volume(
@@ -267,7 +336,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        rpc::run("ControllerGetVolume", Ids::volume(&id), inspect::get(&self.ctl, req)).await
+        rpc::run(
+            "ControllerGetVolume",
+            Ids::volume(&id),
+            inspect::get(&self.ctl, req),
+        )
+        .await
     }
 
     async fn controller_modify_volume(
@@ -276,6 +350,11 @@ impl Controller for ControllerService {
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
         let req = request.into_inner();
         let id = req.volume_id.clone();
-        rpc::run("ControllerModifyVolume", Ids::volume(&id), modify::modify(&self.ctl, req)).await
+        rpc::run(
+            "ControllerModifyVolume",
+            Ids::volume(&id),
+            modify::modify(&self.ctl, req),
+        )
+        .await
     }
 }

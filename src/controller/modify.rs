@@ -66,7 +66,9 @@ impl MutableParams {
         if let Some(t) = &p.spec.volume_type
             && super::params::limits(t).is_none()
         {
-            return Err(Error::InvalidArgument(format!("mutable parameter type: {t:?} is not an EBS volume type")));
+            return Err(Error::InvalidArgument(format!(
+                "mutable parameter type: {t:?} is not an EBS volume type"
+            )));
         }
         Ok(p)
     }
@@ -78,7 +80,11 @@ impl MutableParams {
             return Ok(());
         }
         let params = VolumeParams {
-            volume_type: self.spec.volume_type.clone().unwrap_or_else(|| current_type.to_string()),
+            volume_type: self
+                .spec
+                .volume_type
+                .clone()
+                .unwrap_or_else(|| current_type.to_string()),
             iops: self.spec.iops,
             throughput: self.spec.throughput,
             ..VolumeParams::default()
@@ -107,9 +113,15 @@ pub struct Modifier {
 
 /// Merges `add` into `into`; None when they ask for different values.
 fn merge(into: &mut ModifySpec, add: &ModifySpec) -> std::result::Result<(), String> {
-    fn one<T: PartialEq + Clone + std::fmt::Debug>(what: &str, a: &mut Option<T>, b: &Option<T>) -> std::result::Result<(), String> {
+    fn one<T: PartialEq + Clone + std::fmt::Debug>(
+        what: &str,
+        a: &mut Option<T>,
+        b: &Option<T>,
+    ) -> std::result::Result<(), String> {
         match (a.as_ref(), b) {
-            (Some(x), Some(y)) if x != y => Err(format!("{what} {x:?} and {y:?} requested at once")),
+            (Some(x), Some(y)) if x != y => {
+                Err(format!("{what} {x:?} and {y:?} requested at once"))
+            }
             (None, Some(y)) => {
                 *a = Some(y.clone());
                 Ok(())
@@ -127,14 +139,22 @@ fn merge(into: &mut ModifySpec, add: &ModifySpec) -> std::result::Result<(), Str
 
 impl Modifier {
     /// Applies `spec` to `vol`, merged with concurrent requests for it.
-    pub async fn modify(&self, cloud: Arc<dyn Cloud>, timeout: Duration, vol: &str, spec: ModifySpec) -> Result<()> {
+    pub async fn modify(
+        &self,
+        cloud: Arc<dyn Cloud>,
+        timeout: Duration,
+        vol: &str,
+        spec: ModifySpec,
+    ) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut vols = self.volumes.lock().expect("modifier lock");
             let queue = vols.entry(vol.to_string()).or_default();
             let pending = queue.next.get_or_insert_with(Pending::default);
             merge(&mut pending.spec, &spec).map_err(|why| {
-                Error::Aborted(format!("volume {vol}: {why}; retry after the first completes"))
+                Error::Aborted(format!(
+                    "volume {vol}: {why}; retry after the first completes"
+                ))
             })?;
             pending.waiters.push(tx);
             !std::mem::replace(&mut queue.running, true)
@@ -142,8 +162,11 @@ impl Modifier {
         if start {
             tokio::spawn(self.clone().run(cloud, timeout, vol.to_string()));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Error::Internal(format!("modification of {vol} was dropped"))))
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Internal(format!(
+                "modification of {vol} was dropped"
+            )))
+        })
     }
 
     async fn run(self, cloud: Arc<dyn Cloud>, timeout: Duration, vol: String) {
@@ -192,43 +215,71 @@ async fn apply(cloud: &dyn Cloud, timeout: Duration, vol: &str, want: &ModifySpe
                 return wait_effective(cloud, timeout, vol, &spec).await;
             }
             Err(CloudError::IncorrectState(m)) => {
-                tracing::info!(volume_id = vol, "a modification is in progress, waiting: {m}");
+                tracing::info!(
+                    volume_id = vol,
+                    "a modification is in progress, waiting: {m}"
+                );
             }
             Err(CloudError::InvalidParameter(m)) => return Err(Error::InvalidArgument(m)),
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Aborted(format!("volume {vol} stayed busy with other modifications; retry")))
+    Err(Error::Aborted(format!(
+        "volume {vol} stayed busy with other modifications; retry"
+    )))
 }
 
 async fn wait_idle(cloud: &dyn Cloud, timeout: Duration, vol: &str) -> Result<()> {
-    let busy = |s: &ModificationState| matches!(s, ModificationState::Modifying | ModificationState::Optimizing);
+    let busy = |s: &ModificationState| {
+        matches!(
+            s,
+            ModificationState::Modifying | ModificationState::Optimizing
+        )
+    };
     match cloud.modification(vol).await? {
         Some(m) if busy(&m.state) => {}
         _ => return Ok(()),
     }
-    poll(&format!("the modification in progress on {vol} to complete"), timeout, || async {
-        Ok(match cloud.modification(vol).await? {
-            Some(m) if busy(&m.state) => None,
-            _ => Some(()),
-        })
-    })
+    poll(
+        &format!("the modification in progress on {vol} to complete"),
+        timeout,
+        || async {
+            Ok(match cloud.modification(vol).await? {
+                Some(m) if busy(&m.state) => None,
+                _ => Some(()),
+            })
+        },
+    )
     .await
     .map_err(timeout_error)
 }
 
-async fn wait_effective(cloud: &dyn Cloud, timeout: Duration, vol: &str, spec: &ModifySpec) -> Result<()> {
-    poll(&format!("the modification of {vol} to take effect"), timeout, || async {
-        match cloud.modification(vol).await? {
-            Some(m) if m.state == ModificationState::Failed => Err(CloudError::Other(format!(
-                "EC2 reports the modification of {vol} as failed"
-            ))),
-            Some(m) if m.state.is_effective() && spec.size_gib.is_none_or(|s| m.target_size_gib.unwrap_or(0) >= s) => {
-                Ok(Some(()))
+async fn wait_effective(
+    cloud: &dyn Cloud,
+    timeout: Duration,
+    vol: &str,
+    spec: &ModifySpec,
+) -> Result<()> {
+    poll(
+        &format!("the modification of {vol} to take effect"),
+        timeout,
+        || async {
+            match cloud.modification(vol).await? {
+                Some(m) if m.state == ModificationState::Failed => Err(CloudError::Other(format!(
+                    "EC2 reports the modification of {vol} as failed"
+                ))),
+                Some(m)
+                    if m.state.is_effective()
+                        && spec
+                            .size_gib
+                            .is_none_or(|s| m.target_size_gib.unwrap_or(0) >= s) =>
+                {
+                    Ok(Some(()))
+                }
+                _ => Ok(None),
             }
-            _ => Ok(None),
-        }
-    })
+        },
+    )
     .await
     .map_err(timeout_error)
 }
@@ -241,11 +292,17 @@ fn timeout_error(e: CloudError) -> Error {
 }
 
 /// ControllerExpandVolume.
-pub async fn expand(ctl: &Ctl, req: csi::ControllerExpandVolumeRequest) -> Result<csi::ControllerExpandVolumeResponse> {
+pub async fn expand(
+    ctl: &Ctl,
+    req: csi::ControllerExpandVolumeRequest,
+) -> Result<csi::ControllerExpandVolumeResponse> {
     if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }
-    let range = req.capacity_range.as_ref().ok_or_else(|| Error::missing("capacity_range"))?;
+    let range = req
+        .capacity_range
+        .as_ref()
+        .ok_or_else(|| Error::missing("capacity_range"))?;
     if range.required_bytes <= 0 {
         return Err(Error::InvalidArgument(format!(
             "capacity_range.required_bytes {} must be positive",
@@ -277,8 +334,13 @@ pub async fn expand(ctl: &Ctl, req: csi::ControllerExpandVolumeRequest) -> Resul
     let size = if v.size_gib >= gib {
         v.size_gib
     } else {
-        let spec = ModifySpec { size_gib: Some(gib), ..ModifySpec::default() };
-        ctl.modifier.modify(cloud.clone(), ctl.timeouts.modify, &req.volume_id, spec).await?;
+        let spec = ModifySpec {
+            size_gib: Some(gib),
+            ..ModifySpec::default()
+        };
+        ctl.modifier
+            .modify(cloud.clone(), ctl.timeouts.modify, &req.volume_id, spec)
+            .await?;
         gib
     };
     Ok(csi::ControllerExpandVolumeResponse {
@@ -288,7 +350,10 @@ pub async fn expand(ctl: &Ctl, req: csi::ControllerExpandVolumeRequest) -> Resul
 }
 
 /// ControllerModifyVolume.
-pub async fn modify(ctl: &Ctl, req: csi::ControllerModifyVolumeRequest) -> Result<csi::ControllerModifyVolumeResponse> {
+pub async fn modify(
+    ctl: &Ctl,
+    req: csi::ControllerModifyVolumeRequest,
+) -> Result<csi::ControllerModifyVolumeResponse> {
     if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }
@@ -301,10 +366,19 @@ pub async fn modify(ctl: &Ctl, req: csi::ControllerModifyVolumeRequest) -> Resul
     let v = cloud.volume(&req.volume_id).await?.ok_or_else(missing)?;
     params.check(&v.volume_type, v.size_gib)?;
     if !params.spec.is_empty() {
-        ctl.modifier.modify(cloud.clone(), ctl.timeouts.modify, &req.volume_id, params.spec.clone()).await?;
+        ctl.modifier
+            .modify(
+                cloud.clone(),
+                ctl.timeouts.modify,
+                &req.volume_id,
+                params.spec.clone(),
+            )
+            .await?;
     }
     cloud.create_tags(&req.volume_id, &params.add_tags).await?;
-    cloud.delete_tags(&req.volume_id, &params.delete_tags).await?;
+    cloud
+        .delete_tags(&req.volume_id, &params.delete_tags)
+        .await?;
     Ok(csi::ControllerModifyVolumeResponse {})
 }
 
@@ -314,21 +388,53 @@ mod tests {
 
     #[test]
     fn merges_sizes_and_refuses_conflicts() {
-        let mut a = ModifySpec { size_gib: Some(10), ..Default::default() };
-        merge(&mut a, &ModifySpec { size_gib: Some(12), iops: Some(4000), ..Default::default() }).unwrap();
+        let mut a = ModifySpec {
+            size_gib: Some(10),
+            ..Default::default()
+        };
+        merge(
+            &mut a,
+            &ModifySpec {
+                size_gib: Some(12),
+                iops: Some(4000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!((a.size_gib, a.iops), (Some(12), Some(4000)));
-        merge(&mut a, &ModifySpec { size_gib: Some(11), ..Default::default() }).unwrap();
+        merge(
+            &mut a,
+            &ModifySpec {
+                size_gib: Some(11),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(a.size_gib, Some(12));
-        assert!(merge(&mut a, &ModifySpec { iops: Some(5000), ..Default::default() }).is_err());
+        assert!(
+            merge(
+                &mut a,
+                &ModifySpec {
+                    iops: Some(5000),
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn mutable_params() {
         let p = MutableParams::parse(
-            &[("Type", "io2"), ("iops", "2000"), ("tagSpecification_1", "a=b"), ("tagDeletion_1", "old")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            &[
+                ("Type", "io2"),
+                ("iops", "2000"),
+                ("tagSpecification_1", "a=b"),
+                ("tagDeletion_1", "old"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         )
         .unwrap();
         assert_eq!(p.spec.volume_type.as_deref(), Some("io2"));
@@ -336,7 +442,11 @@ mod tests {
         assert_eq!(p.delete_tags, vec!["old".to_string()]);
         assert!(p.check("gp3", 1).is_err()); // io2 at 2000 IOPS needs ≥ 2 GiB
         assert!(p.check("gp3", 10).is_ok());
-        let bad = MutableParams::parse(&[("encrypted".to_string(), "true".to_string())].into_iter().collect());
+        let bad = MutableParams::parse(
+            &[("encrypted".to_string(), "true".to_string())]
+                .into_iter()
+                .collect(),
+        );
         assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -292,7 +292,10 @@ fn power_of_two_in(key: &str, value: &str, min: i64, max: i64) -> Result<()> {
 
 /// Checks the format options against the filesystem and returns them as
 /// volume context entries.
-fn validate_format(fs: &str, opts: &HashMap<&'static str, String>) -> Result<Vec<(String, String)>> {
+fn validate_format(
+    fs: &str,
+    opts: &HashMap<&'static str, String>,
+) -> Result<Vec<(String, String)>> {
     let ext = fs.starts_with("ext");
     for (key, value) in opts {
         let ext_only = matches!(*key, "bytesPerInode" | "numberOfInodes");

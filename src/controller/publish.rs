@@ -39,17 +39,25 @@ pub async fn publish(
         .ok_or_else(|| Error::missing("volume_capability"))?;
     caps::check_all(std::slice::from_ref(cap), None)?;
     if !is_volume_id(vol) {
-        return Err(Error::NotFound(format!("volume {vol:?} does not exist (not an EBS volume id)")));
+        return Err(Error::NotFound(format!(
+            "volume {vol:?} does not exist (not an EBS volume id)"
+        )));
     }
     if !is_instance_id(node) {
-        return Err(Error::NotFound(format!("node {node:?} does not exist (not an EC2 instance id)")));
+        return Err(Error::NotFound(format!(
+            "node {node:?} does not exist (not an EC2 instance id)"
+        )));
     }
     let cloud = ctl.cloud()?;
     let _guard = ctl.inflight.claim(vol, "volume")?;
     let (volume, instance) = tokio::join!(cloud.volume(vol), cloud.instance(node));
     let volume = volume?.ok_or_else(|| Error::NotFound(format!("volume {vol} does not exist")))?;
-    let instance = instance?.ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))?;
-    if let Some(why) = caps::unsupported(cap, Some(volume.volume_type == "io2" && volume.multi_attach)) {
+    let instance = instance?
+        .ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))?;
+    if let Some(why) = caps::unsupported(
+        cap,
+        Some(volume.volume_type == "io2" && volume.multi_attach),
+    ) {
         return Err(Error::InvalidArgument(format!("volume {vol}: {why}")));
     }
     if volume.zone != instance.zone {
@@ -143,7 +151,11 @@ async fn wait_attached(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) -> R
     let what = format!("volume {vol} to attach to {node}");
     let outcome = poll(&what, ctl.timeouts.attach, || async {
         let v = cloud.poll_volume(vol).await?;
-        match v.as_ref().and_then(|v| v.attachment_to(node)).map(|a| &a.state) {
+        match v
+            .as_ref()
+            .and_then(|v| v.attachment_to(node))
+            .map(|a| &a.state)
+        {
             Some(AttachState::Attached) => Ok(Some(())),
             Some(AttachState::Attaching) => Ok(None),
             Some(other) => Err(CloudError::IncorrectState(format!(
@@ -173,7 +185,10 @@ async fn detach_and_wait(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) ->
     let what = format!("volume {vol} to detach from {node}");
     let outcome = poll(&what, ctl.timeouts.detach, || async {
         let v = cloud.poll_volume(vol).await?;
-        Ok(v.as_ref().and_then(|v| v.attachment_to(node)).is_none().then_some(()))
+        Ok(v.as_ref()
+            .and_then(|v| v.attachment_to(node))
+            .is_none()
+            .then_some(()))
     })
     .await;
     match outcome {

@@ -123,13 +123,21 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SnapshotParams> {
-        SnapshotParams::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        SnapshotParams::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn parses_fsr_locks_and_tags() {
         let p = parse(&[
-            ("fastSnapshotRestoreAvailabilityZones", "us-east-1a, us-east-1b"),
+            (
+                "fastSnapshotRestoreAvailabilityZones",
+                "us-east-1a, us-east-1b",
+            ),
             ("lockMode", "Governance"),
             ("lockDuration", "7"),
             ("tagSpecification_1", "snap={{ .VolumeSnapshotName }}"),
@@ -143,11 +151,35 @@ mod tests {
 
     #[test]
     fn refuses_bad_keys_and_locks() {
-        assert!(parse(&[("fsr", "x")]).unwrap_err().to_string().contains("\"fsr\""));
+        assert!(
+            parse(&[("fsr", "x")])
+                .unwrap_err()
+                .to_string()
+                .contains("\"fsr\"")
+        );
         assert!(parse(&[("lockMode", "strict"), ("lockDuration", "1")]).is_err());
         assert!(parse(&[("lockMode", "governance")]).is_err());
-        assert!(parse(&[("lockDuration", "1")]).unwrap_err().to_string().contains("lockMode"));
-        assert!(parse(&[("lockMode", "governance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "2")]).is_err());
-        assert!(parse(&[("lockMode", "compliance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "2")]).is_ok());
+        assert!(
+            parse(&[("lockDuration", "1")])
+                .unwrap_err()
+                .to_string()
+                .contains("lockMode")
+        );
+        assert!(
+            parse(&[
+                ("lockMode", "governance"),
+                ("lockDuration", "1"),
+                ("lockCoolOffPeriod", "2")
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                ("lockMode", "compliance"),
+                ("lockDuration", "1"),
+                ("lockCoolOffPeriod", "2")
+            ])
+            .is_ok()
+        );
     }
 }

@@ -43,10 +43,16 @@ pub fn snapshot_tags(ctl: &Ctl, name: &str, user: &[(String, String)]) -> Vec<(S
 /// Applies fast snapshot restore and locks to a new snapshot; if EC2 refuses
 /// either, the snapshot is deleted (it is not what the class asked for) and
 /// the error says so.
-pub async fn finish_snapshot(cloud: &dyn Cloud, snap: &Snapshot, params: &SnapshotParams) -> Result<()> {
+pub async fn finish_snapshot(
+    cloud: &dyn Cloud,
+    snap: &Snapshot,
+    params: &SnapshotParams,
+) -> Result<()> {
     let mut failure = None;
     if !params.fsr_zones.is_empty()
-        && let Err(e) = cloud.enable_fast_snapshot_restores(&snap.id, &params.fsr_zones).await
+        && let Err(e) = cloud
+            .enable_fast_snapshot_restores(&snap.id, &params.fsr_zones)
+            .await
     {
         failure = Some(format!(
             "enabling fast snapshot restore in {} failed: {e}",
@@ -71,7 +77,10 @@ pub async fn finish_snapshot(cloud: &dyn Cloud, snap: &Snapshot, params: &Snapsh
 }
 
 /// CreateSnapshot.
-pub async fn create(ctl: &Ctl, req: csi::CreateSnapshotRequest) -> Result<csi::CreateSnapshotResponse> {
+pub async fn create(
+    ctl: &Ctl,
+    req: csi::CreateSnapshotRequest,
+) -> Result<csi::CreateSnapshotResponse> {
     if req.name.is_empty() {
         return Err(Error::missing("name"));
     }
@@ -93,13 +102,22 @@ pub async fn create(ctl: &Ctl, req: csi::CreateSnapshotRequest) -> Result<csi::C
         }
         return Ok(respond(&existing));
     }
-    let source_missing = || Error::NotFound(format!("source volume {:?} does not exist", req.source_volume_id));
-    if !is_volume_id(&req.source_volume_id) || cloud.volume(&req.source_volume_id).await?.is_none() {
+    let source_missing = || {
+        Error::NotFound(format!(
+            "source volume {:?} does not exist",
+            req.source_volume_id
+        ))
+    };
+    if !is_volume_id(&req.source_volume_id) || cloud.volume(&req.source_volume_id).await?.is_none()
+    {
         return Err(source_missing());
     }
     let tags = snapshot_tags(ctl, &req.name, &params.tags);
     let description = format!("Created by ebs.csi.aws.com for {}", req.name);
-    let snap = match cloud.create_snapshot(&req.source_volume_id, &description, &tags).await {
+    let snap = match cloud
+        .create_snapshot(&req.source_volume_id, &description, &tags)
+        .await
+    {
         Ok(s) => s,
         Err(CloudError::NotFound(_)) => return Err(source_missing()),
         Err(CloudError::LimitExceeded(m)) => return Err(Error::ResourceExhausted(m)),
@@ -111,7 +129,10 @@ pub async fn create(ctl: &Ctl, req: csi::CreateSnapshotRequest) -> Result<csi::C
 }
 
 /// DeleteSnapshot: OK when it does not exist.
-pub async fn delete(ctl: &Ctl, req: csi::DeleteSnapshotRequest) -> Result<csi::DeleteSnapshotResponse> {
+pub async fn delete(
+    ctl: &Ctl,
+    req: csi::DeleteSnapshotRequest,
+) -> Result<csi::DeleteSnapshotResponse> {
     if req.snapshot_id.is_empty() {
         return Err(Error::missing("snapshot_id"));
     }
@@ -122,8 +143,12 @@ pub async fn delete(ctl: &Ctl, req: csi::DeleteSnapshotRequest) -> Result<csi::D
     let _guard = ctl.inflight.claim(&req.snapshot_id, "snapshot")?;
     match cloud.delete_snapshot(&req.snapshot_id).await {
         Ok(()) | Err(CloudError::NotFound(_)) => Ok(csi::DeleteSnapshotResponse {}),
-        Err(CloudError::InUse(m)) | Err(CloudError::IncorrectState(m)) => Err(Error::FailedPrecondition(m)),
-        Err(CloudError::InvalidParameter(m)) if m.contains("InUse") => Err(Error::FailedPrecondition(m)),
+        Err(CloudError::InUse(m)) | Err(CloudError::IncorrectState(m)) => {
+            Err(Error::FailedPrecondition(m))
+        }
+        Err(CloudError::InvalidParameter(m)) if m.contains("InUse") => {
+            Err(Error::FailedPrecondition(m))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -132,7 +157,10 @@ pub async fn delete(ctl: &Ctl, req: csi::DeleteSnapshotRequest) -> Result<csi::D
 /// by id, the token being the last id of the previous page.
 pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::ListSnapshotsResponse> {
     if req.max_entries < 0 {
-        return Err(Error::InvalidArgument(format!("max_entries {} must not be negative", req.max_entries)));
+        return Err(Error::InvalidArgument(format!(
+            "max_entries {} must not be negative",
+            req.max_entries
+        )));
     }
     if !req.starting_token.is_empty() && !is_snapshot_id(&req.starting_token) {
         return Err(Error::Aborted(format!(
@@ -145,7 +173,11 @@ pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::List
         if !is_snapshot_id(&req.snapshot_id) {
             Vec::new()
         } else {
-            cloud.snapshot(&req.snapshot_id).await?.into_iter().collect()
+            cloud
+                .snapshot(&req.snapshot_id)
+                .await?
+                .into_iter()
+                .collect()
         }
     } else if !req.source_volume_id.is_empty() {
         if !is_volume_id(&req.source_volume_id) {
@@ -160,16 +192,27 @@ pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::List
         snaps.retain(|s| s.volume_id == req.source_volume_id);
     }
     snaps.sort_by(|a, b| a.id.cmp(&b.id));
-    let start = snaps.partition_point(|s| !req.starting_token.is_empty() && s.id <= req.starting_token);
+    let start =
+        snaps.partition_point(|s| !req.starting_token.is_empty() && s.id <= req.starting_token);
     let rest = &snaps[start..];
-    let take = if req.max_entries == 0 { rest.len() } else { rest.len().min(req.max_entries as usize) };
+    let take = if req.max_entries == 0 {
+        rest.len()
+    } else {
+        rest.len().min(req.max_entries as usize)
+    };
     let page = &rest[..take];
     Ok(csi::ListSnapshotsResponse {
         entries: page
             .iter()
-            .map(|s| csi::list_snapshots_response::Entry { snapshot: Some(to_csi(s, "")) })
+            .map(|s| csi::list_snapshots_response::Entry {
+                snapshot: Some(to_csi(s, "")),
+            })
             .collect(),
-        next_token: if take < rest.len() { page.last().map(|s| s.id.clone()).unwrap_or_default() } else { String::new() },
+        next_token: if take < rest.len() {
+            page.last().map(|s| s.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        },
     })
 }
 
@@ -182,6 +225,12 @@ pub async fn get(ctl: &Ctl, req: csi::GetSnapshotRequest) -> Result<csi::GetSnap
     if !is_snapshot_id(&req.snapshot_id) {
         return Err(missing());
     }
-    let snap = ctl.cloud()?.snapshot(&req.snapshot_id).await?.ok_or_else(missing)?;
-    Ok(csi::GetSnapshotResponse { snapshot: Some(to_csi(&snap, "")) })
+    let snap = ctl
+        .cloud()?
+        .snapshot(&req.snapshot_id)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(csi::GetSnapshotResponse {
+        snapshot: Some(to_csi(&snap, "")),
+    })
 }

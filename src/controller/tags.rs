@@ -17,17 +17,29 @@ impl TagContext {
         TagContext {
             vars: vec![
                 ("PVCName", pvc.clone(), "csi.storage.k8s.io/pvc/name"),
-                ("PVCNamespace", namespace.clone(), "csi.storage.k8s.io/pvc/namespace"),
+                (
+                    "PVCNamespace",
+                    namespace.clone(),
+                    "csi.storage.k8s.io/pvc/namespace",
+                ),
                 ("PVName", pv.clone(), "csi.storage.k8s.io/pv/name"),
             ],
         }
     }
 
     /// Templates of a VolumeSnapshotClass.
-    pub fn snapshot(name: &Option<String>, namespace: &Option<String>, content: &Option<String>) -> Self {
+    pub fn snapshot(
+        name: &Option<String>,
+        namespace: &Option<String>,
+        content: &Option<String>,
+    ) -> Self {
         TagContext {
             vars: vec![
-                ("VolumeSnapshotName", name.clone(), "csi.storage.k8s.io/volumesnapshot/name"),
+                (
+                    "VolumeSnapshotName",
+                    name.clone(),
+                    "csi.storage.k8s.io/volumesnapshot/name",
+                ),
                 (
                     "VolumeSnapshotNamespace",
                     namespace.clone(),
@@ -54,17 +66,18 @@ impl TagContext {
             })?;
             let var = after[..end].trim();
             let name = var.strip_prefix('.').unwrap_or(var);
-            let (_, value, source) = self
-                .vars
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .ok_or_else(|| {
-                    let known: Vec<_> = self.vars.iter().map(|(n, _, _)| format!(".{n}")).collect();
-                    Error::InvalidArgument(format!(
-                        "parameter {key}: unknown template {{{{ {var} }}}} (known: {})",
-                        known.join(", ")
-                    ))
-                })?;
+            let (_, value, source) =
+                self.vars
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .ok_or_else(|| {
+                        let known: Vec<_> =
+                            self.vars.iter().map(|(n, _, _)| format!(".{n}")).collect();
+                        Error::InvalidArgument(format!(
+                            "parameter {key}: unknown template {{{{ {var} }}}} (known: {})",
+                            known.join(", ")
+                        ))
+                    })?;
             let value = value.as_ref().ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "parameter {key} uses {{{{ .{name} }}}} but the request has no {source} \
@@ -106,7 +119,10 @@ pub fn check_tag(source: &str, key: &str, value: &str) -> Result<()> {
 }
 
 /// Parses `tagSpecification_N` parameters ("key=value", templated).
-pub fn parse_specifications(specs: &[(&String, &String)], ctx: &TagContext) -> Result<Vec<(String, String)>> {
+pub fn parse_specifications(
+    specs: &[(&String, &String)],
+    ctx: &TagContext,
+) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (param, spec) in specs {
         let (key, value) = spec.split_once('=').ok_or_else(|| {
@@ -127,7 +143,9 @@ pub fn parse_extra_tags(flag: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for item in flag.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (k, v) = item.split_once('=').ok_or_else(|| {
-            Error::InvalidArgument(format!("--extra-tags: {item:?} is not of the form key=value"))
+            Error::InvalidArgument(format!(
+                "--extra-tags: {item:?} is not of the form key=value"
+            ))
         })?;
         check_tag("--extra-tags", k.trim(), v.trim())?;
         out.push((k.trim().to_string(), v.trim().to_string()));
@@ -172,9 +190,18 @@ mod tests {
     #[test]
     fn templates_fill_and_fail_clearly() {
         let ctx = TagContext::volume(&Some("data-mysql-0".into()), &Some("db".into()), &None);
-        assert_eq!(ctx.render("t", "pvc-{{ .PVCName }}/{{.PVCNamespace}}").unwrap(), "pvc-data-mysql-0/db");
-        let err = ctx.render("tagSpecification_1", "{{ .PVName }}").unwrap_err();
-        assert!(err.to_string().contains("csi.storage.k8s.io/pv/name"), "{err}");
+        assert_eq!(
+            ctx.render("t", "pvc-{{ .PVCName }}/{{.PVCNamespace}}")
+                .unwrap(),
+            "pvc-data-mysql-0/db"
+        );
+        let err = ctx
+            .render("tagSpecification_1", "{{ .PVName }}")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("csi.storage.k8s.io/pv/name"),
+            "{err}"
+        );
         let err = ctx.render("tagSpecification_1", "{{ .Nope }}").unwrap_err();
         assert!(err.to_string().contains(".Nope"), "{err}");
     }
@@ -182,11 +209,19 @@ mod tests {
     #[test]
     fn reserved_and_malformed_tags_are_refused() {
         let ctx = TagContext::default();
-        for bad in ["CSIVolumeName=x", "ebs.csi.aws.com/cluster=false", "aws:foo=1", "novalue"] {
+        for bad in [
+            "CSIVolumeName=x",
+            "ebs.csi.aws.com/cluster=false",
+            "aws:foo=1",
+            "novalue",
+        ] {
             let (k, v) = (String::from("tagSpecification_1"), bad.to_string());
             assert!(parse_specifications(&[(&k, &v)], &ctx).is_err(), "{bad}");
         }
-        let (k, v) = (String::from("tagSpecification_1"), String::from("team = storage=blue"));
+        let (k, v) = (
+            String::from("tagSpecification_1"),
+            String::from("team = storage=blue"),
+        );
         assert_eq!(
             parse_specifications(&[(&k, &v)], &ctx).unwrap(),
             vec![("team".to_string(), "storage=blue".to_string())]

@@ -119,10 +119,16 @@ mod tests {
     #[test]
     fn preferred_then_requisite_both_keys() {
         let req = csi::TopologyRequirement {
-            requisite: vec![topo(ZONE_KEY, "us-east-1a"), topo(EBS_ZONE_KEY, "us-east-1c")],
+            requisite: vec![
+                topo(ZONE_KEY, "us-east-1a"),
+                topo(EBS_ZONE_KEY, "us-east-1c"),
+            ],
             preferred: vec![topo(EBS_ZONE_KEY, "us-east-1c"), topo("other", "x")],
         };
-        assert_eq!(requested_zones(Some(&req)), vec!["us-east-1c", "us-east-1a"]);
+        assert_eq!(
+            requested_zones(Some(&req)),
+            vec!["us-east-1c", "us-east-1a"]
+        );
         assert!(requested_zones(None).is_empty());
     }
 
@@ -133,8 +139,18 @@ mod tests {
         assert_eq!(size_for(Some(&range(GIB + 1, 0)), None).unwrap(), 2);
         assert_eq!(size_for(Some(&range(0, 10 * GIB)), None).unwrap(), 10);
         assert_eq!(size_for(None, Some(8)).unwrap(), 8);
-        assert!(size_for(Some(&range(GIB, GIB / 2)), None).unwrap_err().to_string().contains("limit_bytes"));
-        assert!(size_for(Some(&range(0, GIB / 2)), None).unwrap_err().to_string().contains("1 GiB"));
+        assert!(
+            size_for(Some(&range(GIB, GIB / 2)), None)
+                .unwrap_err()
+                .to_string()
+                .contains("limit_bytes")
+        );
+        assert!(
+            size_for(Some(&range(0, GIB / 2)), None)
+                .unwrap_err()
+                .to_string()
+                .contains("1 GiB")
+        );
         let e = size_for(Some(&range(GIB + 1, GIB + 2)), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::OutOfRange);
         let e = size_for(Some(&range(4 * GIB, 0)), Some(8)).unwrap_err();

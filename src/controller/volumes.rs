@@ -71,7 +71,11 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
         ));
     }
     let cloud = ctl.cloud()?;
-    let (snapshot_id, floor) = match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+    let (snapshot_id, floor) = match req
+        .volume_content_source
+        .as_ref()
+        .and_then(|s| s.r#type.as_ref())
+    {
         None => (None, None),
         Some(Source::Snapshot(s)) => {
             let snap = match cloud.snapshot(&s.snapshot_id).await {
@@ -109,7 +113,15 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
     };
 
     if let Some(existing) = cloud.volume_by_name(&req.name).await? {
-        check_compatible(&req, &existing, &params, iops, throughput, &snapshot_id, &zones)?;
+        check_compatible(
+            &req,
+            &existing,
+            &params,
+            iops,
+            throughput,
+            &snapshot_id,
+            &zones,
+        )?;
         let ready = match existing.state {
             VolumeState::Available | VolumeState::InUse => existing,
             _ => wait_available(ctl, cloud.as_ref(), &existing.id).await?,
@@ -120,8 +132,8 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
 
     let zone = match zones.first() {
         Some(z) => z.clone(),
-        None => match &ctl.own_zone {
-            Some(z) => z.clone(),
+        None => match ctl.zone() {
+            Some(z) => z,
             None => cloud.zones().await?.remove(0),
         },
     };
@@ -198,19 +210,31 @@ fn check_compatible(
         ));
     }
     if v.volume_type != params.volume_type {
-        diffs.push(format!("type {} (requested {})", v.volume_type, params.volume_type));
+        diffs.push(format!(
+            "type {} (requested {})",
+            v.volume_type, params.volume_type
+        ));
     }
     if iops.is_some() && v.iops != iops {
         diffs.push(format!("iops {:?} (requested {iops:?})", v.iops));
     }
     if throughput.is_some() && v.throughput != throughput {
-        diffs.push(format!("throughput {:?} (requested {throughput:?})", v.throughput));
+        diffs.push(format!(
+            "throughput {:?} (requested {throughput:?})",
+            v.throughput
+        ));
     }
     if v.encrypted != params.encrypted {
-        diffs.push(format!("encrypted {} (requested {})", v.encrypted, params.encrypted));
+        diffs.push(format!(
+            "encrypted {} (requested {})",
+            v.encrypted, params.encrypted
+        ));
     }
     if &v.snapshot_id != snapshot_id {
-        diffs.push(format!("source snapshot {:?} (requested {snapshot_id:?})", v.snapshot_id));
+        diffs.push(format!(
+            "source snapshot {:?} (requested {snapshot_id:?})",
+            v.snapshot_id
+        ));
     }
     if !zones.is_empty() && !zones.contains(&v.zone) {
         diffs.push(format!("zone {} (allowed {})", v.zone, zones.join(", ")));
@@ -232,19 +256,23 @@ fn check_compatible(
 /// NotFound.
 pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &str) -> Result<Volume> {
     let started = tokio::time::Instant::now();
-    let result = poll(&format!("volume {id} to become available"), ctl.timeouts.create, || async {
-        match cloud.poll_volume(id).await? {
-            Some(v) => match v.state {
-                VolumeState::Available | VolumeState::InUse => Ok(Some(Ok(v))),
-                VolumeState::Error => Ok(Some(Err(v))),
-                _ => Ok(None),
-            },
-            None if started.elapsed() > INVISIBLE_GRACE => Err(CloudError::NotFound(format!(
-                "volume {id} disappeared while being created"
-            ))),
-            None => Ok(None),
-        }
-    })
+    let result = poll(
+        &format!("volume {id} to become available"),
+        ctl.timeouts.create,
+        || async {
+            match cloud.poll_volume(id).await? {
+                Some(v) => match v.state {
+                    VolumeState::Available | VolumeState::InUse => Ok(Some(Ok(v))),
+                    VolumeState::Error => Ok(Some(Err(v))),
+                    _ => Ok(None),
+                },
+                None if started.elapsed() > INVISIBLE_GRACE => Err(CloudError::NotFound(format!(
+                    "volume {id} disappeared while being created"
+                ))),
+                None => Ok(None),
+            }
+        },
+    )
     .await;
     match result {
         Ok(Ok(v)) => Ok(v),
@@ -302,12 +330,19 @@ pub async fn delete(ctl: &Ctl, req: csi::DeleteVolumeRequest) -> Result<csi::Del
 }
 
 /// Tags of a new volume: name, driver tags, created-for tags, user tags.
-pub fn volume_tags(common: Vec<(String, String)>, name: &str, params: &VolumeParams) -> Vec<(String, String)> {
+pub fn volume_tags(
+    common: Vec<(String, String)>,
+    name: &str,
+    params: &VolumeParams,
+) -> Vec<(String, String)> {
     let mut tags = vec![(VOLUME_NAME_TAG.to_string(), name.to_string())];
     tags.extend(common);
     for (key, value) in [
         ("kubernetes.io/created-for/pvc/name", &params.pvc_name),
-        ("kubernetes.io/created-for/pvc/namespace", &params.pvc_namespace),
+        (
+            "kubernetes.io/created-for/pvc/namespace",
+            &params.pvc_namespace,
+        ),
         ("kubernetes.io/created-for/pv/name", &params.pv_name),
     ] {
         if let Some(v) = value {
@@ -338,7 +373,10 @@ mod tests {
         assert_eq!(a, client_token("pvc-1", &spec, 0));
         assert_ne!(a, client_token("pvc-1", &spec, 1));
         assert_ne!(a, client_token("pvc-2", &spec, 0));
-        let bigger = VolumeSpec { size_gib: 11, ..spec.clone() };
+        let bigger = VolumeSpec {
+            size_gib: 11,
+            ..spec.clone()
+        };
         assert_ne!(a, client_token("pvc-1", &bigger, 0));
     }
 
@@ -349,11 +387,17 @@ mod tests {
             ..VolumeParams::default()
         };
         params.tags = vec![("team".into(), "db".into())];
-        let tags = volume_tags(vec![("ebs.csi.aws.com/cluster".into(), "true".into())], "pvc-1", &params);
+        let tags = volume_tags(
+            vec![("ebs.csi.aws.com/cluster".into(), "true".into())],
+            "pvc-1",
+            &params,
+        );
         assert_eq!(tags[0], ("CSIVolumeName".into(), "pvc-1".into()));
         assert_eq!(tags[1], ("ebs.csi.aws.com/cluster".into(), "true".into()));
         assert!(tags.contains(&("kubernetes.io/created-for/pvc/name".into(), "data-0".into())));
-        assert_eq!(tags.last().unwrap(), &("team".to_string(), "db".to_string()));
+        assert_eq!(
+            tags.last().unwrap(),
+            &("team".to_string(), "db".to_string())
+        );
     }
 }
-

@@ -1,70 +1,437 @@
 //! The CSI Node service: finds, formats and mounts the attached EBS devices.
+//!
+//! This module checks requests and dispatches; the rules live in the
+//! submodules (`stage`, `publish`, `expand`, `stats`), the host operations
+//! behind the [`mounter::Mounter`] seam. Every request is validated before
+//! anything on the host is touched; the host work then runs on a blocking
+//! thread (mkfs and resize take seconds) holding the volume's in-flight key.
+
+pub mod device;
+pub mod expand;
+#[cfg(test)]
+mod fake;
+pub mod format;
+pub mod host;
+pub mod limits;
+pub mod locks;
+pub mod mounter;
+pub mod publish;
+pub mod request;
+pub mod stage;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use crate::csi;
 use crate::csi::node_server::Node;
-use crate::rpc;
+use crate::csi::node_service_capability::{self, rpc::Type as Cap};
+use crate::csi::volume_usage::Unit;
+use crate::error::{Error, Result};
+use crate::metadata::InstanceState;
+use crate::rpc::{self, Ids};
+use device::DeviceFinder;
+use format::FormatOptions;
+use locks::InFlight;
+use mounter::Mounter;
+use request::Access;
+
+/// Publish-context key carrying the device name the controller attached as.
+pub const DEVICE_PATH_KEY: &str = "devicePath";
+/// Topology key reported with the zone (well-known Kubernetes key).
+pub const WELL_KNOWN_ZONE_KEY: &str = "topology.kubernetes.io/zone";
+/// Topology key reported with the zone (the reference driver's own key).
+pub const ZONE_KEY: &str = "topology.ebs.csi.aws.com/zone";
+
+/// What the Node service is built from.
+pub struct NodeConfig {
+    /// The host seam.
+    pub mounter: Arc<dyn Mounter>,
+    /// Device lookup.
+    pub devices: DeviceFinder,
+    /// Who we are (filled in the background).
+    pub instance: InstanceState,
+    /// `--volume-attach-limit`.
+    pub volume_attach_limit: Option<u32>,
+    /// `--reserved-volume-attachments`.
+    pub reserved_volume_attachments: Option<u32>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    locks: InFlight,
+}
 
 /// The Node service.
-#[derive(Debug, Clone, Default)]
-pub struct NodeService;
+#[derive(Clone)]
+pub struct NodeService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NodeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeService")
+            .field("device_dir", &self.inner.config.devices.dir)
+            .finish()
+    }
+}
+
+/// Runs host work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("node operation did not complete: {e}")))?
+}
+
+/// A path for the read-only RPCs (stats, expand): csi-sanity expects a
+/// relative path there to be NotFound ("no volume at that path"), not
+/// InvalidArgument.
+fn lookup_path(field: &str, value: &str) -> Result<PathBuf> {
+    request::path(field, value).map_err(|e| match e {
+        Error::InvalidArgument(m) if !value.is_empty() => Error::NotFound(m),
+        other => other,
+    })
+}
+
+fn device_path(context: &HashMap<String, String>) -> Option<String> {
+    context.get(DEVICE_PATH_KEY).cloned()
+}
+
+impl NodeService {
+    /// A Node service over `config`.
+    pub fn new(config: NodeConfig) -> Self {
+        NodeService {
+            inner: Arc::new(Inner {
+                config,
+                locks: InFlight::default(),
+            }),
+        }
+    }
+
+    async fn stage(
+        &self,
+        req: csi::NodeStageVolumeRequest,
+    ) -> Result<csi::NodeStageVolumeResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let staging = request::path("staging_target_path", &req.staging_target_path)?;
+        let Access::Mount(mount) = request::access(req.volume_capability.as_ref())? else {
+            // Block volumes are used straight from the device at publish.
+            return Ok(csi::NodeStageVolumeResponse {});
+        };
+        let format = FormatOptions::from_context(&req.volume_context)?;
+        format::mkfs_args(&mount.fs_type, &format)?;
+        let dev_path = device_path(&req.publish_context);
+        let guard = self
+            .inner
+            .locks
+            .try_lock(volume_id.clone(), &format!("volume {volume_id}"))?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _guard = guard;
+            let device = inner.config.devices.find(&volume_id, dev_path.as_deref())?;
+            let spec = stage::StageSpec {
+                volume_id: &volume_id,
+                device: &device,
+                staging: &staging,
+                mount: &mount,
+                format: &format,
+            };
+            stage::stage(&*inner.config.mounter, &spec)
+        })
+        .await?;
+        Ok(csi::NodeStageVolumeResponse {})
+    }
+
+    async fn unstage(
+        &self,
+        req: csi::NodeUnstageVolumeRequest,
+    ) -> Result<csi::NodeUnstageVolumeResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let staging = request::path("staging_target_path", &req.staging_target_path)?;
+        let guard = self
+            .inner
+            .locks
+            .try_lock(volume_id.clone(), &format!("volume {volume_id}"))?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _guard = guard;
+            stage::unstage(&*inner.config.mounter, &volume_id, &staging)
+        })
+        .await?;
+        Ok(csi::NodeUnstageVolumeResponse {})
+    }
+
+    async fn publish(
+        &self,
+        req: csi::NodePublishVolumeRequest,
+    ) -> Result<csi::NodePublishVolumeResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let target = request::path("target_path", &req.target_path)?;
+        let access = request::access(req.volume_capability.as_ref())?;
+        let staging = match (&access, req.staging_target_path.as_str()) {
+            (Access::Mount(_), "") => return Err(Error::missing("staging_target_path")),
+            (_, "") => None,
+            (_, s) => Some(request::path("staging_target_path", s)?),
+        };
+        let readonly = req.readonly;
+        let dev_path = device_path(&req.publish_context);
+        let key = format!("{volume_id}@{}", target.display());
+        let guard = self
+            .inner
+            .locks
+            .try_lock(key, &format!("volume {volume_id} at {}", target.display()))?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _guard = guard;
+            let m = &*inner.config.mounter;
+            match (&access, staging) {
+                (Access::Mount(mount), Some(staging)) => {
+                    publish::publish_mount(m, &volume_id, &staging, &target, readonly, mount)
+                }
+                _ => {
+                    let device = inner.config.devices.find(&volume_id, dev_path.as_deref())?;
+                    publish::publish_block(m, &volume_id, &device, &target, readonly)
+                }
+            }
+        })
+        .await?;
+        Ok(csi::NodePublishVolumeResponse {})
+    }
+
+    async fn unpublish(
+        &self,
+        req: csi::NodeUnpublishVolumeRequest,
+    ) -> Result<csi::NodeUnpublishVolumeResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let target = request::path("target_path", &req.target_path)?;
+        let key = format!("{volume_id}@{}", target.display());
+        let guard = self
+            .inner
+            .locks
+            .try_lock(key, &format!("volume {volume_id} at {}", target.display()))?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _guard = guard;
+            publish::unpublish(&*inner.config.mounter, &volume_id, &target)
+        })
+        .await?;
+        Ok(csi::NodeUnpublishVolumeResponse {})
+    }
+
+    async fn volume_stats(
+        &self,
+        req: csi::NodeGetVolumeStatsRequest,
+    ) -> Result<csi::NodeGetVolumeStatsResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let path = lookup_path("volume_path", &req.volume_path)?;
+        let inner = self.inner.clone();
+        let s = blocking(move || {
+            // No waiting: a device that is not there now is part of the answer.
+            let device = inner
+                .config
+                .devices
+                .find_now(&volume_id, None)
+                .ok()
+                .flatten();
+            stats::stats(&*inner.config.mounter, &volume_id, &path, device.as_deref())
+        })
+        .await?;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut usage = Vec::new();
+        if let Some(fs) = s.fs {
+            usage.push(csi::VolumeUsage {
+                available: as_i64(fs.bytes_available),
+                total: as_i64(fs.bytes_total),
+                used: as_i64(fs.bytes_used),
+                unit: Unit::Bytes as i32,
+            });
+            usage.push(csi::VolumeUsage {
+                available: as_i64(fs.inodes_available),
+                total: as_i64(fs.inodes_total),
+                used: as_i64(fs.inodes_used),
+                unit: Unit::Inodes as i32,
+            });
+        }
+        if let Some(bytes) = s.block_bytes {
+            usage.push(csi::VolumeUsage {
+                total: as_i64(bytes),
+                unit: Unit::Bytes as i32,
+                ..Default::default()
+            });
+        }
+        Ok(csi::NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(csi::VolumeCondition {
+                abnormal: s.abnormal.is_some(),
+                message: s.abnormal.unwrap_or_default(),
+            }),
+        })
+    }
+
+    async fn expand(
+        &self,
+        req: csi::NodeExpandVolumeRequest,
+    ) -> Result<csi::NodeExpandVolumeResponse> {
+        let volume_id = request::volume_id(&req.volume_id)?.to_string();
+        let path = lookup_path("volume_path", &req.volume_path)?;
+        let block = match req.volume_capability.as_ref() {
+            Some(cap) => request::access(Some(cap))? == Access::Block,
+            None => false,
+        };
+        let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
+        let required_bytes = u64::try_from(required).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "capacity_range.required_bytes must not be negative, got {required}"
+            ))
+        })?;
+        let guard = self
+            .inner
+            .locks
+            .try_lock(volume_id.clone(), &format!("volume {volume_id}"))?;
+        let inner = self.inner.clone();
+        let capacity = blocking(move || {
+            let _guard = guard;
+            let device = inner.config.devices.find_now(&volume_id, None)?;
+            let spec = expand::ExpandSpec {
+                volume_id: &volume_id,
+                volume_path: &path,
+                device: device.as_deref(),
+                block,
+                required_bytes,
+                wait: expand::DEVICE_GROWTH_WAIT,
+            };
+            expand::expand(&*inner.config.mounter, &spec)
+        })
+        .await?;
+        Ok(csi::NodeExpandVolumeResponse {
+            capacity_bytes: i64::try_from(capacity).unwrap_or(i64::MAX),
+        })
+    }
+
+    fn info(&self) -> Result<csi::NodeGetInfoResponse> {
+        let info = self.inner.config.instance.get()?;
+        let (limit, warning) = limits::max_volumes(&limits::LimitInputs {
+            instance_type: &info.instance_type,
+            enis: info.enis,
+            extra_mappings: info.extra_mappings,
+            volume_attach_limit: self.inner.config.volume_attach_limit,
+            reserved_volume_attachments: self.inner.config.reserved_volume_attachments,
+        });
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        let segments = [WELL_KNOWN_ZONE_KEY, ZONE_KEY]
+            .into_iter()
+            .map(|k| (k.to_string(), info.availability_zone.clone()))
+            .collect();
+        Ok(csi::NodeGetInfoResponse {
+            node_id: info.instance_id.clone(),
+            max_volumes_per_node: i64::from(limit),
+            accessible_topology: Some(csi::Topology { segments }),
+        })
+    }
+}
+
+fn capability(kind: Cap) -> csi::NodeServiceCapability {
+    csi::NodeServiceCapability {
+        r#type: Some(node_service_capability::Type::Rpc(
+            node_service_capability::Rpc {
+                r#type: kind as i32,
+            },
+        )),
+    }
+}
 
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_stage_volume(
         &self,
-        _request: Request<csi::NodeStageVolumeRequest>,
-    ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        rpc::unimplemented("NodeStageVolume").await
+        request: Request<csi::NodeStageVolumeRequest>,
+    ) -> std::result::Result<Response<csi::NodeStageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("NodeStageVolume", Ids::volume(&id), self.stage(req)).await
     }
 
     async fn node_unstage_volume(
         &self,
-        _request: Request<csi::NodeUnstageVolumeRequest>,
-    ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        rpc::unimplemented("NodeUnstageVolume").await
+        request: Request<csi::NodeUnstageVolumeRequest>,
+    ) -> std::result::Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("NodeUnstageVolume", Ids::volume(&id), self.unstage(req)).await
     }
 
     async fn node_publish_volume(
         &self,
-        _request: Request<csi::NodePublishVolumeRequest>,
-    ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        rpc::unimplemented("NodePublishVolume").await
+        request: Request<csi::NodePublishVolumeRequest>,
+    ) -> std::result::Result<Response<csi::NodePublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("NodePublishVolume", Ids::volume(&id), self.publish(req)).await
     }
 
     async fn node_unpublish_volume(
         &self,
-        _request: Request<csi::NodeUnpublishVolumeRequest>,
-    ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        rpc::unimplemented("NodeUnpublishVolume").await
+        request: Request<csi::NodeUnpublishVolumeRequest>,
+    ) -> std::result::Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("NodeUnpublishVolume", Ids::volume(&id), self.unpublish(req)).await
     }
 
     async fn node_get_volume_stats(
         &self,
-        _request: Request<csi::NodeGetVolumeStatsRequest>,
-    ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        rpc::unimplemented("NodeGetVolumeStats").await
+        request: Request<csi::NodeGetVolumeStatsRequest>,
+    ) -> std::result::Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run(
+            "NodeGetVolumeStats",
+            Ids::volume(&id),
+            self.volume_stats(req),
+        )
+        .await
     }
 
     async fn node_expand_volume(
         &self,
-        _request: Request<csi::NodeExpandVolumeRequest>,
-    ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        rpc::unimplemented("NodeExpandVolume").await
+        request: Request<csi::NodeExpandVolumeRequest>,
+    ) -> std::result::Result<Response<csi::NodeExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.volume_id.clone();
+        rpc::run("NodeExpandVolume", Ids::volume(&id), self.expand(req)).await
     }
 
     async fn node_get_capabilities(
         &self,
         _request: Request<csi::NodeGetCapabilitiesRequest>,
-    ) -> Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
-        rpc::unimplemented("NodeGetCapabilities").await
+    ) -> std::result::Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
+        rpc::run("NodeGetCapabilities", Ids::default(), async {
+            Ok(csi::NodeGetCapabilitiesResponse {
+                capabilities: [
+                    Cap::StageUnstageVolume,
+                    Cap::ExpandVolume,
+                    Cap::GetVolumeStats,
+                    Cap::VolumeCondition,
+                ]
+                .into_iter()
+                .map(capability)
+                .collect(),
+            })
+        })
+        .await
     }
 
     async fn node_get_info(
         &self,
         _request: Request<csi::NodeGetInfoRequest>,
-    ) -> Result<Response<csi::NodeGetInfoResponse>, Status> {
-        rpc::unimplemented("NodeGetInfo").await
+    ) -> std::result::Result<Response<csi::NodeGetInfoResponse>, Status> {
+        rpc::run("NodeGetInfo", Ids::default(), async { self.info() }).await
     }
 }

@@ -26,7 +26,11 @@ impl Ec2Sim {
             .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
             .min_count(1)
             .max_count(1)
-            .placement(aws_sdk_ec2::types::Placement::builder().availability_zone(zone).build())
+            .placement(
+                aws_sdk_ec2::types::Placement::builder()
+                    .availability_zone(zone)
+                    .build(),
+            )
             .send()
             .await
             .expect("RunInstances");

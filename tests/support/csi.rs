@@ -50,7 +50,11 @@ pub fn user_storage_class() -> HashMap<String, String> {
 }
 
 /// A CreateVolume request for `gib` GiB with a mount capability.
-pub fn create_req(name: &str, gib: i64, parameters: HashMap<String, String>) -> csi::CreateVolumeRequest {
+pub fn create_req(
+    name: &str,
+    gib: i64,
+    parameters: HashMap<String, String>,
+) -> csi::CreateVolumeRequest {
     csi::CreateVolumeRequest {
         name: name.into(),
         capacity_range: Some(csi::CapacityRange {
@@ -64,7 +68,11 @@ pub fn create_req(name: &str, gib: i64, parameters: HashMap<String, String>) -> 
 }
 
 /// Topology requiring `zone` under `key`.
-pub fn zone_requirement(key: &str, requisite: &[&str], preferred: &[&str]) -> csi::TopologyRequirement {
+pub fn zone_requirement(
+    key: &str,
+    requisite: &[&str],
+    preferred: &[&str],
+) -> csi::TopologyRequirement {
     let topo = |z: &&str| csi::Topology {
         segments: HashMap::from([(key.to_string(), z.to_string())]),
     };

@@ -124,7 +124,9 @@ impl Ec2Sim {
 
     /// The environment a driver needs to use this emulator for EC2 and IMDS.
     pub fn driver_env(&self) -> Vec<(String, String)> {
-        let imds = self.info["imds_endpoint"].as_str().unwrap_or(&self.endpoint);
+        let imds = self.info["imds_endpoint"]
+            .as_str()
+            .unwrap_or(&self.endpoint);
         [
             ("AWS_ENDPOINT_URL_EC2", self.endpoint.as_str()),
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds),

@@ -11,6 +11,9 @@ mod aws;
 pub mod csi;
 mod ec2sim;
 pub use ec2sim::{Ec2Sim, SimOptions};
+// Node-test additions: volumes through the emulator, the node test bed.
+pub mod node;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -10,7 +10,10 @@ use crate::cloud::types::*;
 
 /// A describe filter.
 pub fn filter(name: &str, values: Vec<String>) -> Filter {
-    Filter::builder().name(name).set_values(Some(values)).build()
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values))
+        .build()
 }
 
 /// TagSpecifications for a resource created with `tags`.
@@ -154,9 +157,7 @@ pub fn snapshot_info(s: &aws_sdk_ec2::types::SnapshotInfo) -> Snapshot {
 pub fn modification(m: &aws_sdk_ec2::types::VolumeModification) -> Modification {
     Modification {
         volume_id: m.volume_id().unwrap_or_default().to_string(),
-        state: ModificationState::parse(
-            m.modification_state().map(|s| s.as_str()).unwrap_or(""),
-        ),
+        state: ModificationState::parse(m.modification_state().map(|s| s.as_str()).unwrap_or("")),
         target_size_gib: m.target_size().map(i64::from),
         target_type: m.target_volume_type().map(|t| t.as_str().to_string()),
         target_iops: m.target_iops().map(i64::from),

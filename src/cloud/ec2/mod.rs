@@ -197,10 +197,21 @@ impl Cloud for Ec2Cloud {
     async fn instance(&self, instance_id: &str) -> CloudResult<Option<Instance>> {
         self.instances.get(instance_id).await
     }
-    async fn attach_volume(&self, volume_id: &str, instance_id: &str, device: &str) -> CloudResult<()> {
-        self.attach_volume_impl(volume_id, instance_id, device).await
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        device: &str,
+    ) -> CloudResult<()> {
+        self.attach_volume_impl(volume_id, instance_id, device)
+            .await
     }
-    async fn detach_volume(&self, volume_id: &str, instance_id: &str, force: bool) -> CloudResult<()> {
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance_id: &str,
+        force: bool,
+    ) -> CloudResult<()> {
         self.detach_volume_impl(volume_id, instance_id, force).await
     }
     async fn zones(&self) -> CloudResult<Vec<String>> {
@@ -227,7 +238,8 @@ impl Cloud for Ec2Cloud {
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Snapshot> {
-        self.create_snapshot_impl(volume_id, description, tags).await
+        self.create_snapshot_impl(volume_id, description, tags)
+            .await
     }
     async fn create_snapshots(
         &self,
@@ -254,7 +266,11 @@ impl Cloud for Ec2Cloud {
     async fn list_snapshots(&self, volume_id: Option<&str>) -> CloudResult<Vec<Snapshot>> {
         self.list_snapshots_impl(volume_id).await
     }
-    async fn enable_fast_snapshot_restores(&self, snapshot_id: &str, zones: &[String]) -> CloudResult<()> {
+    async fn enable_fast_snapshot_restores(
+        &self,
+        snapshot_id: &str,
+        zones: &[String],
+    ) -> CloudResult<()> {
         self.enable_fsr_impl(snapshot_id, zones).await
     }
     async fn lock_snapshot(&self, snapshot_id: &str, lock: &SnapshotLock) -> CloudResult<()> {

@@ -168,15 +168,25 @@ impl Ec2Cloud {
 
     pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &str) -> CloudResult<()> {
         self.call("DeleteSnapshot", || {
-            self.client().delete_snapshot().snapshot_id(snapshot_id).send()
+            self.client()
+                .delete_snapshot()
+                .snapshot_id(snapshot_id)
+                .send()
         })
         .await
         .map(|_| ())
     }
 
-    pub(super) async fn snapshots_tagged_impl(&self, key: &str, value: &str) -> CloudResult<Vec<Snapshot>> {
-        self.describe_snapshots(vec![convert::filter(&format!("tag:{key}"), vec![value.to_string()])])
-            .await
+    pub(super) async fn snapshots_tagged_impl(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> CloudResult<Vec<Snapshot>> {
+        self.describe_snapshots(vec![convert::filter(
+            &format!("tag:{key}"),
+            vec![value.to_string()],
+        )])
+        .await
     }
 
     pub(super) async fn list_snapshots_impl(
@@ -193,7 +203,11 @@ impl Ec2Cloud {
         self.describe_snapshots(filters).await
     }
 
-    pub(super) async fn enable_fsr_impl(&self, snapshot_id: &str, zones: &[String]) -> CloudResult<()> {
+    pub(super) async fn enable_fsr_impl(
+        &self,
+        snapshot_id: &str,
+        zones: &[String],
+    ) -> CloudResult<()> {
         let out = self
             .call("EnableFastSnapshotRestores", || {
                 self.client()
@@ -230,11 +244,13 @@ impl Ec2Cloud {
         lock: &SnapshotLock,
     ) -> CloudResult<()> {
         let expiration = match &lock.expiration_date {
-            Some(text) => Some(DateTime::from_str(text, DateTimeFormat::DateTime).map_err(|e| {
-                CloudError::InvalidParameter(format!(
-                    "lockExpirationDate {text:?} is not an RFC 3339 date-time: {e}"
-                ))
-            })?),
+            Some(text) => Some(DateTime::from_str(text, DateTimeFormat::DateTime).map_err(
+                |e| {
+                    CloudError::InvalidParameter(format!(
+                        "lockExpirationDate {text:?} is not an RFC 3339 date-time: {e}"
+                    ))
+                },
+            )?),
             None => None,
         };
         self.call("LockSnapshot", || {

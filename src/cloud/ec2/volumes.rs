@@ -306,7 +306,11 @@ impl Ec2Cloud {
         .map(|_| ())
     }
 
-    pub(super) async fn delete_tags_impl(&self, resource_id: &str, keys: &[String]) -> CloudResult<()> {
+    pub(super) async fn delete_tags_impl(
+        &self,
+        resource_id: &str,
+        keys: &[String],
+    ) -> CloudResult<()> {
         if keys.is_empty() {
             return Ok(());
         }

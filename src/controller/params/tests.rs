@@ -31,15 +31,26 @@ fn the_users_storage_class_parses() {
 
 #[test]
 fn keys_are_case_insensitive_and_unknown_keys_named() {
-    let p = params(&[("Type", "io2"), ("IOPS", "1000"), ("CSI.storage.k8s.io/fsType", "XFS")]).unwrap();
-    assert_eq!((p.volume_type.as_str(), p.iops, p.fs_type.as_str()), ("io2", Some(1000), "xfs"));
+    let p = params(&[
+        ("Type", "io2"),
+        ("IOPS", "1000"),
+        ("CSI.storage.k8s.io/fsType", "XFS"),
+    ])
+    .unwrap();
+    assert_eq!(
+        (p.volume_type.as_str(), p.iops, p.fs_type.as_str()),
+        ("io2", Some(1000), "xfs")
+    );
     assert!(err(&[("tpye", "gp3")]).contains("\"tpye\""));
 }
 
 #[test]
 fn defaults() {
     let p = params(&[]).unwrap();
-    assert_eq!((p.volume_type.as_str(), p.fs_type.as_str(), p.encrypted), ("gp3", "ext4", false));
+    assert_eq!(
+        (p.volume_type.as_str(), p.fs_type.as_str(), p.encrypted),
+        ("gp3", "ext4", false)
+    );
     assert_eq!(p.performance(100).unwrap(), (None, None));
 }
 
@@ -73,9 +84,19 @@ fn per_type_limits_name_the_limit() {
     let gp2 = params(&[("type", "gp2"), ("iops", "300")]).unwrap();
     assert!(gp2.performance(10).unwrap_err().to_string().contains("gp2"));
     let tp = params(&[("type", "gp2"), ("throughput", "300")]).unwrap();
-    assert!(tp.performance(10).unwrap_err().to_string().contains("only valid for gp3"));
+    assert!(
+        tp.performance(10)
+            .unwrap_err()
+            .to_string()
+            .contains("only valid for gp3")
+    );
     let io2 = params(&[("type", "io2")]).unwrap();
-    assert!(io2.performance(10).unwrap_err().to_string().contains("needs parameter iops"));
+    assert!(
+        io2.performance(10)
+            .unwrap_err()
+            .to_string()
+            .contains("needs parameter iops")
+    );
 }
 
 #[test]
@@ -93,7 +114,12 @@ fn gp3_ratios() {
     let p = params(&[("throughput", "1000"), ("iops", "4000")]).unwrap();
     assert!(p.performance(100).is_ok());
     let p = params(&[("throughput", "2001"), ("iops", "16000")]).unwrap();
-    assert!(p.performance(100).unwrap_err().to_string().contains("125..=2000"));
+    assert!(
+        p.performance(100)
+            .unwrap_err()
+            .to_string()
+            .contains("125..=2000")
+    );
 }
 
 #[test]
@@ -102,7 +128,12 @@ fn iops_per_gb() {
     assert_eq!(p.performance(100).unwrap().0, Some(1000));
     // 10 × 5 = 50 < 100 minimum
     assert!(p.performance(5).is_err());
-    let p = params(&[("type", "io1"), ("iopsPerGB", "10"), ("allowAutoIOPSPerGBIncrease", "true")]).unwrap();
+    let p = params(&[
+        ("type", "io1"),
+        ("iopsPerGB", "10"),
+        ("allowAutoIOPSPerGBIncrease", "true"),
+    ])
+    .unwrap();
     assert_eq!(p.performance(5).unwrap().0, Some(100));
     // capped at the type's maximum
     let p = params(&[("type", "io2"), ("iopsPerGB", "1000")]).unwrap();
@@ -111,7 +142,13 @@ fn iops_per_gb() {
 
 #[test]
 fn format_options() {
-    let p = params(&[("blockSize", "4096"), ("inodeSize", "512"), ("ext4BigAlloc", "True"), ("ext4ClusterSize", "65536")]).unwrap();
+    let p = params(&[
+        ("blockSize", "4096"),
+        ("inodeSize", "512"),
+        ("ext4BigAlloc", "True"),
+        ("ext4ClusterSize", "65536"),
+    ])
+    .unwrap();
     assert_eq!(
         p.format,
         vec![
@@ -125,7 +162,14 @@ fn format_options() {
     assert!(err(&[("fsType", "ext3"), ("ext4BigAlloc", "true")]).contains("fstype ext3"));
     assert!(err(&[("blockSize", "3000")]).contains("power of two"));
     assert!(err(&[("ext4ClusterSize", "65536")]).contains("ext4BigAlloc"));
-    assert!(params(&[("fsType", "xfs"), ("blockSize", "512"), ("inodeSize", "1024")]).is_ok());
+    assert!(
+        params(&[
+            ("fsType", "xfs"),
+            ("blockSize", "512"),
+            ("inodeSize", "1024")
+        ])
+        .is_ok()
+    );
 }
 
 #[test]
@@ -139,7 +183,10 @@ fn tag_specifications_with_templates() {
     .unwrap();
     assert_eq!(
         p.tags,
-        vec![("owner".to_string(), "kafka".to_string()), ("pvc".to_string(), "data-0".to_string())]
+        vec![
+            ("owner".to_string(), "kafka".to_string()),
+            ("pvc".to_string(), "data-0".to_string())
+        ]
     );
     assert!(err(&[("tagSpecification_1", "CSIVolumeName=x")]).contains("reserved"));
 }
