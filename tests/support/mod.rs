@@ -9,6 +9,7 @@
 
 mod aws;
 pub mod csi;
+pub mod life;
 mod ec2sim;
 pub use ec2sim::{Ec2Sim, SimOptions};
 // Node-test additions: volumes through the emulator, the node test bed.
