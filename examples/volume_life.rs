@@ -31,7 +31,9 @@ async fn main() -> ExitCode {
     let dir = PathBuf::from(&args[2]);
     let fs = args.get(3).cloned().unwrap_or_else(|| "xfs".into());
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("volume_life: formatting and mounting need root (loop devices, mkfs, mount); run as root");
+        eprintln!(
+            "volume_life: formatting and mounting need root (loop devices, mkfs, mount); run as root"
+        );
         return ExitCode::from(1);
     }
     let channel = Endpoint::try_from("http://[::]:50051")
@@ -65,7 +67,10 @@ async fn main() -> ExitCode {
     println!("The life of one {fs} volume on node {node_id}:");
     let started = Instant::now();
     let tag = format!("demo-{}", std::process::id());
-    match life::Life::new(channel, &node_id, &dir, &fs, true).run(&tag).await {
+    match life::Life::new(channel, &node_id, &dir, &fs, true)
+        .run(&tag)
+        .await
+    {
         Ok(report) => {
             println!(
                 "done in {:.1}s: data survived snapshot and restore; filesystem grew {} → {} MiB ({})",

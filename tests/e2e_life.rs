@@ -13,14 +13,31 @@ async fn life(fs: &str) {
         eprintln!("SKIP e2e life ({fs}): needs root for loop devices, mkfs and mount");
         return;
     }
-    let h = Harness::start_with("all", SimOptions { delays: "realistic", ..SimOptions::default() }, vec![]).await;
+    let h = Harness::start_with(
+        "all",
+        SimOptions {
+            delays: "realistic",
+            ..SimOptions::default()
+        },
+        vec![],
+    )
+    .await;
     h.wait_ready().await;
     let work = tempfile::tempdir().unwrap();
-    let report = Life::new(h.driver.channel().await, &h.sim.instance_id, work.path(), fs, true)
-        .run(&format!("e2e-{fs}"))
-        .await
-        .unwrap_or_else(|e| panic!("life failed at {e}\ndriver log:\n{}", h.driver.log_text()));
+    let report = Life::new(
+        h.driver.channel().await,
+        &h.sim.instance_id,
+        work.path(),
+        fs,
+        false,
+    )
+    .run(&format!("e2e-{fs}"))
+    .await
+    .unwrap_or_else(|e| panic!("life failed at {e}\ndriver log:\n{}", h.driver.log_text()));
     let total: f64 = report.steps.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    for (step, took) in &report.steps {
+        println!("{fs}: {step:<55} {:>7.2}s", took.as_secs_f64());
+    }
     println!(
         "{fs}: {} steps in {total:.1}s; filesystem {} → {} MiB, grown {}",
         report.steps.len(),
@@ -33,12 +50,26 @@ async fn life(fs: &str) {
     }
     // Nothing of ours is left in EC2 or on the machine.
     assert!(h.sim.all_volumes().await.is_empty(), "volumes left in EC2");
-    let snaps = h.sim.sdk().describe_snapshots().owner_ids("self").send().await.unwrap();
-    assert!(snaps.snapshots().is_empty(), "snapshots left: {:?}", snaps.snapshots());
+    let snaps = h
+        .sim
+        .sdk()
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        snaps.snapshots().is_empty(),
+        "snapshots left: {:?}",
+        snaps.snapshots()
+    );
     let links: Vec<_> = std::fs::read_dir(&h.sim.device_dir).unwrap().collect();
     assert!(links.is_empty(), "device links left: {links:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&work.path().display().to_string()), "mounts left under the work dir");
+    assert!(
+        !mounts.contains(&work.path().display().to_string()),
+        "mounts left under the work dir"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,13 +70,16 @@ fn cap(fs: &str) -> csi::VolumeCapability {
 }
 
 fn fs_size(path: &Path) -> Result<u64, String> {
-    let st = nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    let st =
+        nix::sys::statvfs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
     Ok(st.blocks() as u64 * st.fragment_size() as u64)
 }
 
 /// 4 MiB of a pattern that differs per offset (so a wrong block shows).
 fn payload() -> Vec<u8> {
-    (0..4u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 impl Life {
@@ -131,19 +134,33 @@ impl Life {
         .collect();
         let req = csi::CreateVolumeRequest {
             name: name.into(),
-            capacity_range: Some(csi::CapacityRange { required_bytes: gib * GIB, limit_bytes: 0 }),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: gib * GIB,
+                limit_bytes: 0,
+            }),
             volume_capabilities: vec![cap(&self.fs)],
             parameters: params,
             volume_content_source: source.map(|s| csi::VolumeContentSource {
                 r#type: Some(csi::volume_content_source::Type::Snapshot(
-                    csi::volume_content_source::SnapshotSource { snapshot_id: s.into() },
+                    csi::volume_content_source::SnapshotSource {
+                        snapshot_id: s.into(),
+                    },
                 )),
             }),
             ..Default::default()
         };
-        let v = ctl.create_volume(req).await.map_err(|e| e.to_string())?.into_inner().volume.ok_or("no volume")?;
+        let v = ctl
+            .create_volume(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .volume
+            .ok_or("no volume")?;
         if v.capacity_bytes != gib * GIB {
-            return Err(format!("capacity {} instead of {gib} GiB", v.capacity_bytes));
+            return Err(format!(
+                "capacity {} instead of {gib} GiB",
+                v.capacity_bytes
+            ));
         }
         Ok(Vol {
             id: v.volume_id,
@@ -162,7 +179,12 @@ impl Life {
             volume_capability: Some(cap(&self.fs)),
             ..Default::default()
         };
-        v.publish = ctl.controller_publish_volume(req).await.map_err(|e| e.to_string())?.into_inner().publish_context;
+        v.publish = ctl
+            .controller_publish_volume(req)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .publish_context;
         Ok(())
     }
 
@@ -219,9 +241,12 @@ impl Life {
         })
         .await
         .map_err(|e| format!("ControllerUnpublish: {e}"))?;
-        ctl.delete_volume(csi::DeleteVolumeRequest { volume_id: v.id.clone(), ..Default::default() })
-            .await
-            .map_err(|e| format!("DeleteVolume: {e}"))?;
+        ctl.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: v.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("DeleteVolume: {e}"))?;
         Ok(())
     }
 
@@ -231,12 +256,18 @@ impl Life {
         let data = payload();
         let mut me = self.clone_clients();
         let mut a = self
-            .step(&format!("CreateVolume gp3 4 GiB ({fs})"), me.create(&format!("{tag}-a"), 4, None))
+            .step(
+                &format!("CreateVolume gp3 4 GiB ({fs})"),
+                me.create(&format!("{tag}-a"), 4, None),
+            )
             .await?;
-        self.step("ControllerPublish (attach)", me.attach(&mut a)).await?;
-        self.step("NodeStage (format, mount) + NodePublish", me.mount(&a)).await?;
+        self.step("ControllerPublish (attach)", me.attach(&mut a))
+            .await?;
+        self.step("NodeStage (format, mount) + NodePublish", me.mount(&a))
+            .await?;
         self.step("write 4 MiB and sync", async {
-            let file = std::fs::File::create(a.target.join("data.bin")).map_err(|e| e.to_string())?;
+            let file =
+                std::fs::File::create(a.target.join("data.bin")).map_err(|e| e.to_string())?;
             file.write_all_at(&data, 0).map_err(|e| e.to_string())?;
             file.sync_all().map_err(|e| e.to_string())?;
             nix::unistd::syncfs(&file).map_err(|e| e.to_string())
@@ -270,15 +301,25 @@ impl Life {
             })
             .await?;
         let mut b = self
-            .step("CreateVolume 6 GiB from the snapshot", me.create(&format!("{tag}-b"), 6, Some(&snap_id)))
+            .step(
+                "CreateVolume 6 GiB from the snapshot",
+                me.create(&format!("{tag}-b"), 6, Some(&snap_id)),
+            )
             .await?;
-        self.step("ControllerPublish restored volume", me.attach(&mut b)).await?;
-        self.step("NodeStage + NodePublish restored volume", me.mount(&b)).await?;
+        self.step("ControllerPublish restored volume", me.attach(&mut b))
+            .await?;
+        self.step("NodeStage + NodePublish restored volume", me.mount(&b))
+            .await?;
         self.step("the data is there, byte for byte", async {
             let mut back = vec![0u8; data.len()];
             let file = std::fs::File::open(b.target.join("data.bin")).map_err(|e| e.to_string())?;
-            file.read_exact_at(&mut back, 0).map_err(|e| e.to_string())?;
-            if back == data { Ok(()) } else { Err("restored bytes differ".into()) }
+            file.read_exact_at(&mut back, 0)
+                .map_err(|e| e.to_string())?;
+            if back == data {
+                Ok(())
+            } else {
+                Err("restored bytes differ".into())
+            }
         })
         .await?;
         let before = fs_size(&b.target)?;
@@ -288,7 +329,10 @@ impl Life {
             let r = ctl
                 .controller_expand_volume(csi::ControllerExpandVolumeRequest {
                     volume_id: b.id.clone(),
-                    capacity_range: Some(csi::CapacityRange { required_bytes: 8 * GIB, limit_bytes: 0 }),
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: 8 * GIB,
+                        limit_bytes: 0,
+                    }),
                     volume_capability: Some(cap(&fs)),
                     ..Default::default()
                 })
@@ -309,7 +353,10 @@ impl Life {
                     .node_expand_volume(csi::NodeExpandVolumeRequest {
                         volume_id: b.id.clone(),
                         volume_path: b.target.display().to_string(),
-                        capacity_range: Some(csi::CapacityRange { required_bytes: 8 * GIB, limit_bytes: 0 }),
+                        capacity_range: Some(csi::CapacityRange {
+                            required_bytes: 8 * GIB,
+                            limit_bytes: 0,
+                        }),
                         staging_target_path: b.staging.display().to_string(),
                         volume_capability: Some(cap(&fs)),
                         ..Default::default()
@@ -358,15 +405,22 @@ impl Life {
         .await?;
         self.step("DeleteSnapshot", async {
             let mut ctl = me.ctl.clone();
-            ctl.delete_snapshot(csi::DeleteSnapshotRequest { snapshot_id: snap_id.clone(), ..Default::default() })
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            ctl.delete_snapshot(csi::DeleteSnapshotRequest {
+                snapshot_id: snap_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
         })
         .await?;
         self.step("nothing of ours left (ListVolumes, ListSnapshots)", async {
             let mut ctl = me.ctl.clone();
-            let vols = ctl.list_volumes(csi::ListVolumesRequest::default()).await.map_err(|e| e.to_string())?.into_inner();
+            let vols = ctl
+                .list_volumes(csi::ListVolumesRequest::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
             let left: Vec<_> = vols
                 .entries
                 .iter()
@@ -374,14 +428,20 @@ impl Life {
                 .filter(|id| *id == a.id || *id == b.id)
                 .collect();
             let snaps = ctl
-                .list_snapshots(csi::ListSnapshotsRequest { snapshot_id: snap_id.clone(), ..Default::default() })
+                .list_snapshots(csi::ListSnapshotsRequest {
+                    snapshot_id: snap_id.clone(),
+                    ..Default::default()
+                })
                 .await
                 .map_err(|e| e.to_string())?
                 .into_inner();
             if left.is_empty() && snaps.entries.is_empty() {
                 Ok(())
             } else {
-                Err(format!("left behind: volumes {left:?}, snapshots {}", snaps.entries.len()))
+                Err(format!(
+                    "left behind: volumes {left:?}, snapshots {}",
+                    snaps.entries.len()
+                ))
             }
         })
         .await?;

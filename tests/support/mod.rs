@@ -9,8 +9,8 @@
 
 mod aws;
 pub mod csi;
-pub mod life;
 mod ec2sim;
+pub mod life;
 pub use ec2sim::{Ec2Sim, SimOptions};
 // Node-test additions: volumes through the emulator, the node test bed.
 pub mod node;
