@@ -36,7 +36,7 @@ cargo build --locked --quiet "${build[@]}"
 
 # Start the emulator; its first stdout line says where it listens.
 mkfifo "$work/ready"
-tests/ec2sim/run --delays "$delays" >"$work/ready" &
+tests/ec2sim/run --delays "$delays" >"$work/ready" 2>>"$work/ec2sim.log" &
 pids+=("$!")
 read -r ready <"$work/ready"
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$ready" "$1"; }
@@ -48,8 +48,11 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 device_dir="$(field device_dir)"
 socket="$work/csi.sock"
 
+log=/dev/stderr
+# In the demo the driver's log goes to a file so the steps stay readable.
+[ "$demo" = 1 ] && log="$work/driver.log"
 target/debug/ebs-csi-driver all --endpoint "unix://$socket" \
-    --device-dir "$device_dir" "${driver_args[@]}" &
+    --device-dir "$device_dir" "${driver_args[@]}" 2>>"$log" &
 pids+=("$!")
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 [ -S "$socket" ] || { echo "driver did not open $socket" >&2; exit 1; }
@@ -57,7 +60,13 @@ for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
 echo "EC2 emulator: $AWS_ENDPOINT_URL_EC2 (instance $(field instance_id) in $(field availability_zone), devices: $(field devices))"
 echo "CSI endpoint: unix://$socket"
 if [ "$demo" = 1 ]; then
-    target/debug/examples/volume_life "$socket" "$work/kubelet"
+    rc=0
+    target/debug/examples/volume_life "$socket" "$work/kubelet" || rc=$?
+    if [ "$rc" != 0 ]; then
+        echo "driver log (last 60 lines):" >&2
+        tail -n 60 "$log" >&2
+    fi
+    exit "$rc"
 else
     echo "Ctrl-C to stop."
     wait "${pids[1]}"

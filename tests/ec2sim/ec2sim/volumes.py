@@ -44,7 +44,7 @@ from .states import lazy_progress
 SIZE_LIMITS = {
     "standard": (1, 1024),
     "gp2": (1, 16384),
-    "gp3": (1, 16384),
+    "gp3": (1, 65536),  # raised from 16 TiB to 64 TiB in 2025
     "io1": (4, 16384),
     "io2": (4, 65536),
     "st1": (125, 16384),
