@@ -14,6 +14,7 @@ pub mod controller;
 pub mod driver;
 pub mod error;
 pub mod identity;
+pub mod inflight;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;

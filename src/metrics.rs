@@ -83,34 +83,37 @@ impl Metrics {
         }
     }
 
-    /// Records one EC2 request attempt.
-    pub fn ec2_request(&self, action: &str, took: Duration, error: Option<&CloudError>) {
+    /// Records one EC2 request attempt; `error` is the failure and EC2's
+    /// error code (`VolumeInUse`, `RequestLimitExceeded`, …).
+    pub fn ec2_request(&self, action: &str, took: Duration, error: Option<(&CloudError, &str)>) {
         let labels = vec![("request".to_string(), action.to_string())];
         self.api_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        if let Some(err) = error {
+        if let Some((err, code)) = error {
             if matches!(err, CloudError::Throttled(_)) {
                 self.api_throttles.get_or_create(&labels).inc();
             }
-            let mut with_kind = labels;
-            with_kind.push(("error".to_string(), err.kind().to_string()));
-            self.api_errors.get_or_create(&with_kind).inc();
+            let mut with_code = labels;
+            with_code.push(("error".to_string(), code.to_string()));
+            self.api_errors.get_or_create(&with_code).inc();
         }
     }
 
     /// Records one CSI RPC.
     pub fn rpc(&self, method: &str, code: tonic::Code, took: Duration) {
-        let method_label = ("method".to_string(), method.to_string());
+        let code = match code {
+            tonic::Code::Ok => "OK".to_string(),
+            other => format!("{other:?}"),
+        };
+        let labels = vec![
+            ("method".to_string(), method.to_string()),
+            ("code".to_string(), code),
+        ];
         self.rpc_duration
-            .get_or_create(&vec![method_label.clone()])
+            .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        self.rpc_requests
-            .get_or_create(&vec![
-                method_label,
-                ("code".to_string(), format!("{code:?}")),
-            ])
-            .inc();
+        self.rpc_requests.get_or_create(&labels).inc();
     }
 
     /// The metrics in Prometheus' text format.
@@ -179,15 +182,18 @@ mod tests {
         m.ec2_request(
             "CreateVolume",
             Duration::from_millis(3),
-            Some(&CloudError::Throttled("slow down".into())),
+            Some((
+                &CloudError::Throttled("slow down".into()),
+                "RequestLimitExceeded",
+            )),
         );
         m.rpc("CreateVolume", tonic::Code::Ok, Duration::from_millis(40));
         let text = m.render();
         for want in [
             "aws_ebs_csi_api_request_duration_seconds_count{request=\"CreateVolume\"} 2",
-            "aws_ebs_csi_api_request_errors_total{request=\"CreateVolume\",error=\"Throttled\"} 1",
+            "aws_ebs_csi_api_request_errors_total{request=\"CreateVolume\",error=\"RequestLimitExceeded\"} 1",
             "aws_ebs_csi_api_request_throttles_total{request=\"CreateVolume\"} 1",
-            "csi_rpc_requests_total{method=\"CreateVolume\",code=\"Ok\"} 1",
+            "csi_rpc_requests_total{method=\"CreateVolume\",code=\"OK\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -66,11 +66,11 @@ async fn metrics_count_requests_errors_and_throttles() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     for want in [
         "aws_ebs_csi_api_request_duration_seconds_count{request=\"CreateVolume\"} 2",
-        "aws_ebs_csi_api_request_errors_total{request=\"CreateVolume\",error=\"Unavailable\"} 1",
+        "aws_ebs_csi_api_request_errors_total{request=\"CreateVolume\",error=\"InternalError\"} 1",
         "aws_ebs_csi_api_request_throttles_total{request=\"DeleteVolume\"} 1",
-        "csi_rpc_requests_total{method=\"CreateVolume\",code=\"Ok\"} 1",
+        "csi_rpc_requests_total{method=\"CreateVolume\",code=\"OK\"} 1",
         "csi_rpc_requests_total{method=\"CreateVolume\",code=\"InvalidArgument\"} 1",
-        "csi_rpc_duration_seconds_count{method=\"DeleteVolume\"} 1",
+        "csi_rpc_duration_seconds_count{method=\"DeleteVolume\",code=\"OK\"} 1",
     ] {
         assert!(body.contains(want), "missing {want} in\n{body}");
     }

@@ -108,25 +108,6 @@ impl CloudError {
         }
     }
 
-    /// The kind of failure, as a metrics label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NotFound(_) => "NotFound",
-            Self::InUse(_) => "InUse",
-            Self::ZoneMismatch(_) => "ZoneMismatch",
-            Self::DeviceInUse(_) => "DeviceInUse",
-            Self::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
-            Self::IncorrectState(_) => "IncorrectState",
-            Self::InvalidParameter(_) => "InvalidParameter",
-            Self::Throttled(_) => "Throttled",
-            Self::Unauthorized(_) => "Unauthorized",
-            Self::LimitExceeded(_) => "LimitExceeded",
-            Self::Timeout(_) => "Timeout",
-            Self::Unavailable(_) => "Unavailable",
-            Self::Other(_) => "Other",
-        }
-    }
-
     /// EC2's message (with the action and code) for logs and CSI errors.
     pub fn message(&self) -> &str {
         match self {

@@ -6,7 +6,6 @@
 
 pub mod caps;
 pub mod group;
-pub mod inflight;
 pub mod inspect;
 pub mod modify;
 pub mod params;
@@ -69,7 +68,7 @@ pub struct Ctl {
     /// The node's instance identity in `all` mode: its zone serves as ours.
     pub instance: Option<crate::metadata::InstanceState>,
     /// Keys (names, volume ids) with an operation in flight.
-    pub inflight: inflight::InFlight,
+    pub inflight: crate::inflight::InFlight,
     /// Device names per instance.
     pub devices: DeviceAllocator,
     /// Wait bounds.

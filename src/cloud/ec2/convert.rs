@@ -43,64 +43,52 @@ pub fn time(t: Option<&DateTime>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(*t).ok())
 }
 
-/// Domain volume from DescribeVolumes' item.
-pub fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
-    Volume {
-        id: v.volume_id().unwrap_or_default().to_string(),
-        size_gib: v.size().unwrap_or_default() as i64,
-        zone: v.availability_zone().unwrap_or_default().to_string(),
-        volume_type: v
-            .volume_type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        iops: v.iops().map(i64::from),
-        throughput: v.throughput().map(i64::from),
-        encrypted: v.encrypted().unwrap_or(false),
-        kms_key_id: v.kms_key_id().map(str::to_string),
-        snapshot_id: v
-            .snapshot_id()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        multi_attach: v.multi_attach_enabled().unwrap_or(false),
-        state: VolumeState::parse(v.state().map(|s| s.as_str()).unwrap_or("")),
-        attachments: v
-            .attachments()
-            .iter()
-            .map(|a| Attachment {
-                instance_id: a.instance_id().unwrap_or_default().to_string(),
-                device: a.device().unwrap_or_default().to_string(),
-                state: AttachState::parse(a.state().map(|s| s.as_str()).unwrap_or("")),
-            })
-            .collect(),
-        tags: from_tags(v.tags()),
-        create_time: time(v.create_time()),
-    }
+/// The fields DescribeVolumes' items and CreateVolume's answer share (two
+/// SDK types with the same accessors).
+macro_rules! volume_fields {
+    ($v:expr, $attachments:expr) => {
+        Volume {
+            id: $v.volume_id().unwrap_or_default().to_string(),
+            size_gib: $v.size().unwrap_or_default() as i64,
+            zone: $v.availability_zone().unwrap_or_default().to_string(),
+            volume_type: $v
+                .volume_type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            iops: $v.iops().map(i64::from),
+            throughput: $v.throughput().map(i64::from),
+            encrypted: $v.encrypted().unwrap_or(false),
+            kms_key_id: $v.kms_key_id().map(str::to_string),
+            snapshot_id: $v
+                .snapshot_id()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            multi_attach: $v.multi_attach_enabled().unwrap_or(false),
+            state: VolumeState::parse($v.state().map(|s| s.as_str()).unwrap_or("")),
+            attachments: $attachments,
+            tags: from_tags($v.tags()),
+            create_time: time($v.create_time()),
+        }
+    };
 }
 
-/// Domain volume from CreateVolume's answer (same fields, other type).
+/// Domain volume from DescribeVolumes' item.
+pub fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
+    let attachments = v
+        .attachments()
+        .iter()
+        .map(|a| Attachment {
+            instance_id: a.instance_id().unwrap_or_default().to_string(),
+            device: a.device().unwrap_or_default().to_string(),
+            state: AttachState::parse(a.state().map(|s| s.as_str()).unwrap_or("")),
+        })
+        .collect();
+    volume_fields!(v, attachments)
+}
+
+/// Domain volume from CreateVolume's answer (a new volume has no attachments).
 pub fn created_volume(v: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput) -> Volume {
-    Volume {
-        id: v.volume_id().unwrap_or_default().to_string(),
-        size_gib: v.size().unwrap_or_default() as i64,
-        zone: v.availability_zone().unwrap_or_default().to_string(),
-        volume_type: v
-            .volume_type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        iops: v.iops().map(i64::from),
-        throughput: v.throughput().map(i64::from),
-        encrypted: v.encrypted().unwrap_or(false),
-        kms_key_id: v.kms_key_id().map(str::to_string),
-        snapshot_id: v
-            .snapshot_id()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        multi_attach: v.multi_attach_enabled().unwrap_or(false),
-        state: VolumeState::parse(v.state().map(|s| s.as_str()).unwrap_or("")),
-        attachments: Vec::new(),
-        tags: from_tags(v.tags()),
-        create_time: time(v.create_time()),
-    }
+    volume_fields!(v, Vec::new())
 }
 
 /// Domain instance from DescribeInstances' item.
@@ -129,28 +117,35 @@ pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
     }
 }
 
+/// The fields DescribeSnapshots' items and CreateSnapshots' items share.
+macro_rules! snapshot_fields {
+    ($s:expr) => {
+        Snapshot {
+            id: $s.snapshot_id().unwrap_or_default().to_string(),
+            volume_id: $s.volume_id().unwrap_or_default().to_string(),
+            size_gib: $s.volume_size().unwrap_or_default() as i64,
+            state: SnapshotState::parse($s.state().map(|x| x.as_str()).unwrap_or("")),
+            start_time: time($s.start_time()),
+            tags: from_tags($s.tags()),
+        }
+    };
+}
+
 /// Domain snapshot from DescribeSnapshots' item.
 pub fn snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Snapshot {
-    Snapshot {
-        id: s.snapshot_id().unwrap_or_default().to_string(),
-        volume_id: s.volume_id().unwrap_or_default().to_string(),
-        size_gib: s.volume_size().unwrap_or_default() as i64,
-        state: SnapshotState::parse(s.state().map(|x| x.as_str()).unwrap_or("")),
-        start_time: time(s.start_time()),
-        tags: from_tags(s.tags()),
-    }
+    snapshot_fields!(s)
 }
 
 /// Domain snapshot from CreateSnapshots' item.
 pub fn snapshot_info(s: &aws_sdk_ec2::types::SnapshotInfo) -> Snapshot {
-    Snapshot {
-        id: s.snapshot_id().unwrap_or_default().to_string(),
-        volume_id: s.volume_id().unwrap_or_default().to_string(),
-        size_gib: s.volume_size().unwrap_or_default() as i64,
-        state: SnapshotState::parse(s.state().map(|x| x.as_str()).unwrap_or("")),
-        start_time: time(s.start_time()),
-        tags: from_tags(s.tags()),
-    }
+    snapshot_fields!(s)
+}
+
+/// Domain snapshot from CreateSnapshot's answer.
+pub fn created_snapshot(
+    s: &aws_sdk_ec2::operation::create_snapshot::CreateSnapshotOutput,
+) -> Snapshot {
+    snapshot_fields!(s)
 }
 
 /// Domain modification from DescribeVolumesModifications' item.

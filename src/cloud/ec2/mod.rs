@@ -132,15 +132,26 @@ impl Ec2Cloud {
             let started = Instant::now();
             let result = send().await;
             let elapsed = started.elapsed();
-            let err = match result {
+            let (err, code) = match result {
                 Ok(value) => {
                     self.metrics.ec2_request(action, elapsed, None);
                     tracing::debug!(action, attempt, ms = elapsed.as_millis() as u64, "ec2 call");
                     return Ok(value);
                 }
-                Err(e) => CloudError::from_sdk(action, e),
+                Err(e) => {
+                    let code = match &e {
+                        SdkError::ServiceError(s) => {
+                            s.err().code().unwrap_or("Unknown").to_string()
+                        }
+                        SdkError::TimeoutError(_) => "Timeout".to_string(),
+                        SdkError::DispatchFailure(_) => "ConnectionFailure".to_string(),
+                        _ => "ClientError".to_string(),
+                    };
+                    (CloudError::from_sdk(action, e), code)
+                }
             };
-            self.metrics.ec2_request(action, elapsed, Some(&err));
+            self.metrics
+                .ec2_request(action, elapsed, Some((&err, &code)));
             let limit = match err {
                 CloudError::Throttled(_) => THROTTLE_ATTEMPTS,
                 CloudError::Unavailable(_) => SERVER_ERROR_ATTEMPTS,
@@ -154,6 +165,33 @@ impl Ec2Cloud {
             tracing::debug!(action, attempt, error = %err, delay_ms = delay.as_millis() as u64,
                 "ec2 call will be retried");
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Runs a paginated Describe action through [`call`](Self::call) until
+    /// EC2 returns no NextToken; `items` takes a page's items and token.
+    async fn paged<T, O, E, R, F, Fut>(
+        &self,
+        action: &'static str,
+        send: F,
+        items: impl Fn(&O) -> (Vec<T>, Option<String>),
+    ) -> CloudResult<Vec<T>>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: Future<Output = Result<O, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.call(action, || send(token.clone())).await?;
+            let (mut found, next) = items(&page);
+            out.append(&mut found);
+            match next.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(out),
+            }
         }
     }
 

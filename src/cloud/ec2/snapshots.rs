@@ -65,28 +65,22 @@ pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
 
 impl Ec2Cloud {
     async fn describe_snapshots(&self, filters: Vec<Filter>) -> CloudResult<Vec<Snapshot>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .call("DescribeSnapshots", || {
-                    self.client()
-                        .describe_snapshots()
-                        .set_filters(Some(filters.clone()))
-                        .max_results(1000)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            out.extend(page.snapshots().iter().map(convert::snapshot));
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.paged(
+            "DescribeSnapshots",
+            |token| {
+                self.client()
+                    .describe_snapshots()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(1000)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| {
+                let items = page.snapshots().iter().map(convert::snapshot).collect();
+                (items, page.next_token().map(str::to_string))
+            },
+        )
+        .await
     }
 
     pub(super) async fn create_snapshot_impl(
@@ -105,14 +99,7 @@ impl Ec2Cloud {
                     .send()
             })
             .await?;
-        Ok(Snapshot {
-            id: out.snapshot_id().unwrap_or_default().to_string(),
-            volume_id: out.volume_id().unwrap_or(volume_id).to_string(),
-            size_gib: out.volume_size().unwrap_or_default() as i64,
-            state: SnapshotState::parse(out.state().map(|s| s.as_str()).unwrap_or("pending")),
-            start_time: convert::time(out.start_time()),
-            tags: convert::from_tags(out.tags()),
-        })
+        Ok(convert::created_snapshot(&out))
     }
 
     pub(super) async fn create_snapshots_impl(

@@ -91,55 +91,45 @@ pub(super) fn instances_by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Instance> {
 impl Ec2Cloud {
     /// DescribeVolumes with filters, all pages.
     pub(super) async fn describe_volumes(&self, filters: Vec<Filter>) -> CloudResult<Vec<Volume>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .call("DescribeVolumes", || {
-                    self.client()
-                        .describe_volumes()
-                        .set_filters(Some(filters.clone()))
-                        .max_results(500)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            out.extend(page.volumes().iter().map(convert::volume));
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.paged(
+            "DescribeVolumes",
+            |token| {
+                self.client()
+                    .describe_volumes()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(500)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| {
+                let items = page.volumes().iter().map(convert::volume).collect();
+                (items, page.next_token().map(str::to_string))
+            },
+        )
+        .await
     }
 
     async fn describe_instances(&self, filters: Vec<Filter>) -> CloudResult<Vec<Instance>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .call("DescribeInstances", || {
-                    self.client()
-                        .describe_instances()
-                        .set_filters(Some(filters.clone()))
-                        .max_results(1000)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for reservation in page.reservations() {
-                out.extend(reservation.instances().iter().map(convert::instance));
-            }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        self.paged(
+            "DescribeInstances",
+            |token| {
+                self.client()
+                    .describe_instances()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(1000)
+                    .set_next_token(token)
+                    .send()
+            },
+            |page| {
+                let items = page
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances().iter().map(convert::instance))
+                    .collect();
+                (items, page.next_token().map(str::to_string))
+            },
+        )
+        .await
     }
 
     pub(super) async fn describe_zones(&self) -> CloudResult<Vec<String>> {

@@ -1,4 +1,5 @@
-//! Operations in flight, by key: a second operation on a key that is busy
+//! Operations in flight, by key (volume names and ids in the controller,
+//! volume ids in the node): a second operation on a key that is busy
 //! fails at once with Aborted (the CSI answer that makes the CO retry later)
 //! instead of queueing behind, or racing, the first.
 
@@ -34,6 +35,11 @@ impl InFlight {
             keys: self.keys.clone(),
             key,
         })
+    }
+
+    /// Takes `key`, naming it as `{kind} "{key}"` when it is taken.
+    pub fn claim(&self, key: &str, kind: &str) -> Result<Guard> {
+        self.try_lock(key.to_string(), &format!("{kind} {key:?}"))
     }
 }
 
