@@ -29,7 +29,7 @@ LABEL org.opencontainers.image.title="ebs-csi-driver" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # ca-certificates: TLS to the EC2 API. e2fsprogs: mkfs.ext4, resize2fs, e2fsck,
-# tune2fs. xfsprogs: mkfs.xfs, xfs_growfs, xfs_repair. util-linux: blkid,
+# tune2fs, dumpe2fs. xfsprogs: mkfs.xfs, xfs_growfs, xfs_repair, xfs_info. util-linux: blkid,
 # lsblk, blockdev, fsck. mount: mount, umount.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -41,7 +41,7 @@ COPY --from=builder /out/ebs-csi-driver /usr/bin/ebs-csi-driver
 
 # The build fails here if a program the driver runs is missing from the image
 # (the same list deploy/check.sh compares with the packages and the source).
-RUN for tool in mkfs.ext4 mkfs.ext3 mkfs.ext2 mkfs.xfs resize2fs xfs_growfs e2fsck xfs_repair tune2fs \
+RUN for tool in mkfs.ext4 mkfs.ext3 mkfs.ext2 mkfs.xfs resize2fs xfs_growfs e2fsck xfs_repair tune2fs dumpe2fs xfs_info \
         blkid lsblk blockdev fsck mount umount; do \
         command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }; \
     done \

@@ -132,6 +132,24 @@ async fn same_name_is_idempotent_and_different_params_already_exist() {
 }
 
 #[tokio::test]
+async fn create_accepts_mutable_parameters() {
+    let h = controller("fast").await;
+    let mut c = h.driver.controller().await;
+    let mut req = create_req("pvc-vac", 10, params(&[("type", "gp3")]));
+    // A VolumeAttributesClass named at creation: its values win.
+    req.mutable_parameters = params(&[("iops", "5000"), ("throughput", "300"), ("tagSpecification_1", "class=fast")]);
+    c.create_volume(req).await.expect("create with mutable parameters");
+    let v = &h.sim.all_volumes().await[0];
+    assert_eq!((v.iops(), v.throughput()), (Some(5000), Some(300)));
+    assert_eq!(tags_of(v).get("class").map(String::as_str), Some("fast"));
+    let mut bad = create_req("pvc-vac2", 10, params(&[]));
+    bad.mutable_parameters = params(&[("size", "1")]);
+    let err = c.create_volume(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("\"size\""), "{}", err.message());
+}
+
+#[tokio::test]
 async fn bad_requests_name_the_bad_value() {
     let h = controller("fast").await;
     let mut c = h.driver.controller().await;

@@ -11,7 +11,7 @@
 4. The runtime tools: each program in the Dockerfile's `for tool in ...`
    check is shipped by one of the Debian packages it installs (dpkg -L on
    this Debian host, same release as the image), and every program the Rust
-   source starts (`Command::new("...")`) is in that list.
+   source starts (`Command::new("...")` or the node's `run("...", …)`) is in that list.
 
 Usage: check_dockerfile.py REPO_ROOT HADOLINT
        check_dockerfile.py REPO_ROOT --packages   (prints the runtime packages)
@@ -207,7 +207,10 @@ def main() -> int:
               f"{' '.join(packages)} ({', '.join(f'{t}<{provided[t]}' for t in tools if t in provided)})")
     called = set()
     for rs in (root / "src").rglob("*.rs"):
-        called |= set(re.findall(r'Command::new\(\s*"([^"/]+)"', rs.read_text()))
+        text = rs.read_text()
+        # Programs started directly, and through the node's `run(prog, args)`.
+        called |= set(re.findall(r'Command::new\(\s*"([^"/]+)"', text))
+        called |= set(re.findall(r'(?<!::)\brun\(\s*"([^"/]+)"', text))
     for prog in sorted(called):
         if prog not in tools:
             fail(errors, f"src/ runs {prog!r}, which the Dockerfile's tool check does not list")
