@@ -46,7 +46,8 @@ def test_client_token_different_params_is_mismatch(ec2):
     "kwargs, code",
     [
         (dict(Size=0, VolumeType="gp3"), "InvalidParameterValue"),
-        (dict(Size=16385, VolumeType="gp3"), "InvalidParameterValue"),
+        (dict(Size=16385, VolumeType="gp2"), "InvalidParameterValue"),
+        (dict(Size=65537, VolumeType="gp3"), "InvalidParameterValue"),
         (dict(Size=65537, VolumeType="io2", Iops=1000), "InvalidParameterValue"),
         (dict(Size=10, VolumeType="st1"), "InvalidParameterValue"),
         (dict(Size=10, VolumeType="gp9"), "InvalidParameterValue"),
