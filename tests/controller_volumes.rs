@@ -137,8 +137,14 @@ async fn create_accepts_mutable_parameters() {
     let mut c = h.driver.controller().await;
     let mut req = create_req("pvc-vac", 10, params(&[("type", "gp3")]));
     // A VolumeAttributesClass named at creation: its values win.
-    req.mutable_parameters = params(&[("iops", "5000"), ("throughput", "300"), ("tagSpecification_1", "class=fast")]);
-    c.create_volume(req).await.expect("create with mutable parameters");
+    req.mutable_parameters = params(&[
+        ("iops", "5000"),
+        ("throughput", "300"),
+        ("tagSpecification_1", "class=fast"),
+    ]);
+    c.create_volume(req)
+        .await
+        .expect("create with mutable parameters");
     let v = &h.sim.all_volumes().await[0];
     assert_eq!((v.iops(), v.throughput()), (Some(5000), Some(300)));
     assert_eq!(tags_of(v).get("class").map(String::as_str), Some("fast"));

@@ -12,4 +12,6 @@ echo "== ec2sim: the EC2 test bed's own tests"
 bash tests/ec2sim/pytest.sh -q
 
 echo "== cargo test: unit and integration tests"
-cargo test --locked
+# --nocapture: tests that cannot run here (not root, a tool missing) say why,
+# and the measuring tests print their numbers.
+cargo test --locked -- --nocapture

@@ -43,6 +43,8 @@ impl Default for SimOptions {
 /// A running emulator.
 pub struct Ec2Sim {
     child: Child,
+    /// The emulator's stderr; removed with the handle.
+    _log: tempfile::NamedTempFile,
     /// The parsed ready line.
     pub info: Value,
     /// `http://127.0.0.1:PORT`.
@@ -87,10 +89,13 @@ impl Ec2Sim {
         if !opts.zone.is_empty() {
             cmd.arg(format!("--zone={}", opts.zone));
         }
+        // The emulator's log goes to a file, shown when it fails to start,
+        // so test output stays readable.
+        let log = tempfile::NamedTempFile::new().expect("ec2sim log file");
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log.reopen().expect("reopen ec2sim log"))
             .spawn()
             .expect("spawn tests/ec2sim/run");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -105,7 +110,10 @@ impl Ec2Sim {
             other => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                panic!("ec2sim gave no ready line ({other:?}); exit status {status:?}");
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                panic!(
+                    "ec2sim gave no ready line ({other:?}); exit status {status:?}; its log:\n{text}"
+                );
             }
         };
         let info: Value = serde_json::from_str(line.trim()).expect("ready line is JSON");
@@ -119,6 +127,7 @@ impl Ec2Sim {
             devices: info["devices"].as_bool().unwrap_or(false),
             info,
             child,
+            _log: log,
         }
     }
 
