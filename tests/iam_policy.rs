@@ -27,18 +27,22 @@ fn actions_in_policy(file: &str) -> BTreeSet<String> {
     out
 }
 
-/// Actions named in `self.call("Action", …)` in the EC2 implementation, the
-/// one place every EC2 request goes through.
+/// Actions named in `self.call("Action", …)` and `self.paged("Action", …)`
+/// in the EC2 implementation, through which every EC2 request goes.
 fn actions_in_code() -> BTreeSet<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cloud/ec2");
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find(".call(\"") {
-            rest = &rest[i + 7..];
-            let end = rest.find('"').unwrap();
-            out.insert(rest[..end].to_string());
+        for opener in [".call(", ".paged("] {
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find(opener) {
+                rest = rest[i + opener.len()..].trim_start();
+                if let Some(quoted) = rest.strip_prefix('"') {
+                    let end = quoted.find('"').unwrap();
+                    out.insert(quoted[..end].to_string());
+                }
+            }
         }
     }
     out

@@ -31,7 +31,7 @@ pub fn unsupported(cap: &csi::VolumeCapability, io2: Option<bool>) -> Option<Str
         && !FS_TYPES.contains(&mount.fs_type.to_ascii_lowercase().as_str())
     {
         return Some(format!(
-            "filesystem {:?} is not supported (ext4, xfs, ext3)",
+            "filesystem {:?} is not supported (ext4, xfs, ext3, ext2)",
             mount.fs_type
         ));
     }

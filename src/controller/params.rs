@@ -21,7 +21,7 @@ pub const FORMAT_KEYS: [&str; 6] = [
 ];
 
 /// Filesystems the node can make.
-pub const FS_TYPES: [&str; 3] = ["ext4", "ext3", "xfs"];
+pub const FS_TYPES: [&str; 4] = ["ext4", "ext3", "ext2", "xfs"];
 
 /// Limits EC2 enforces per volume type.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +164,7 @@ impl VolumeParams {
         }
         if !FS_TYPES.contains(&p.fs_type.as_str()) {
             return Err(Error::InvalidArgument(format!(
-                "parameter csi.storage.k8s.io/fstype: {:?} is not supported (use ext4, xfs or ext3)",
+                "parameter csi.storage.k8s.io/fstype: {:?} is not supported (use ext4, xfs, ext3 or ext2)",
                 p.fs_type
             )));
         }
@@ -222,8 +222,15 @@ impl VolumeParams {
                 let mut iops = fixed.unwrap_or_else(|| per_gb.unwrap_or(0) * size_gib);
                 if per_gb.is_some() {
                     // iopsPerGB follows the reference driver: capped at the
-                    // type's maxima, raised to its minimum only if allowed.
-                    iops = iops.min(max).min(per_gib * size_gib.max(1));
+                    // type's maxima (io2 at 64,000 unless blockExpress asks
+                    // for Block Express' 256,000), raised to its minimum
+                    // only if allowed.
+                    let cap = if t == "io2" && !self.block_express {
+                        64_000
+                    } else {
+                        max
+                    };
+                    iops = iops.min(cap).min(per_gib * size_gib.max(1));
                     if iops < min && self.allow_iops_increase {
                         iops = min;
                     }

@@ -135,8 +135,15 @@ fn iops_per_gb() {
     ])
     .unwrap();
     assert_eq!(p.performance(5).unwrap().0, Some(100));
-    // capped at the type's maximum
+    // capped at the type's maximum: io2 at 64,000 unless blockExpress
     let p = params(&[("type", "io2"), ("iopsPerGB", "1000")]).unwrap();
+    assert_eq!(p.performance(65536).unwrap().0, Some(64000));
+    let p = params(&[
+        ("type", "io2"),
+        ("iopsPerGB", "1000"),
+        ("blockExpress", "true"),
+    ])
+    .unwrap();
     assert_eq!(p.performance(65536).unwrap().0, Some(256000));
 }
 
