@@ -205,10 +205,12 @@ async fn fifty_creates_with_ten_names_make_ten_volumes() {
         tasks.push(tokio::spawn(async move {
             let name = format!("pvc-race-{}", i % 10);
             // The CO retries Aborted; so do we, until each call succeeds.
+            let mut aborted = 0;
             loop {
                 match c.create_volume(create_req(&name, 1, params(&[]))).await {
-                    Ok(r) => return (name, r.into_inner().volume.unwrap().volume_id),
+                    Ok(r) => return (name, r.into_inner().volume.unwrap().volume_id, aborted),
                     Err(e) if e.code() == Code::Aborted => {
+                        aborted += 1;
                         tokio::time::sleep(Duration::from_millis(200)).await
                     }
                     Err(e) => panic!("{name}: {e:?}"),
@@ -217,12 +219,18 @@ async fn fifty_creates_with_ten_names_make_ten_volumes() {
         }));
     }
     let mut by_name = std::collections::HashMap::new();
+    let mut aborted = 0;
     for t in tasks {
-        let (name, id) = t.await.unwrap();
+        let (name, id, a) = t.await.unwrap();
+        aborted += a;
         let prev = by_name.insert(name.clone(), id.clone());
         assert!(prev.is_none() || prev == Some(id), "{name} got two ids");
     }
     assert_eq!(by_name.len(), 10);
+    assert!(
+        aborted >= 1,
+        "a create for a name already in flight is Aborted"
+    );
     assert_eq!(
         h.sim.all_volumes().await.len(),
         10,
@@ -328,5 +336,57 @@ async fn killed_mid_create_then_retried_makes_one_volume() {
     assert_eq!(
         vols[0].volume_id(),
         Some(vol.volume.unwrap().volume_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn throttled_and_failing_ec2_calls_are_retried_not_surfaced() {
+    // A third of Describe and Attach calls throttled, some creates failing
+    // with 500 after doing the work: every operation still succeeds, and
+    // the retried CreateVolume's ClientToken makes no second volume.
+    let h = Harness::start_with(
+        "controller",
+        SimOptions {
+            faults: "DescribeVolumes:throttle:0.3,AttachVolume:throttle:0.3,CreateVolume:internal-after:0.3".into(),
+            ..SimOptions::default()
+        },
+        vec![],
+    )
+    .await;
+    h.wait_ready().await;
+    let node = h.sim.run_instance("us-east-1a").await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let mut c = h.driver.controller().await;
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let vol = c
+                .create_volume(create_req(&format!("pvc-flaky-{i}"), 1, params(&[])))
+                .await
+                .expect("create despite faults")
+                .into_inner()
+                .volume
+                .unwrap()
+                .volume_id;
+            c.controller_publish_volume(publish_req(&vol, &node))
+                .await
+                .expect("publish despite throttling");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counters = h.sim.get("counters");
+    println!("faults injected: {}", counters["faults"]);
+    assert!(
+        counters["faults"]
+            .as_object()
+            .is_some_and(|f| !f.is_empty()),
+        "faults were injected"
+    );
+    assert_eq!(
+        h.sim.all_volumes().await.len(),
+        10,
+        "no volume leaked by a retried create"
     );
 }
