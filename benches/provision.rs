@@ -58,10 +58,12 @@ async fn main() {
     }
     let idle_rss = peak_rss_mib(h.driver.child.id());
     h.sim.reset_counters();
+    // One connection, as external-provisioner and external-attacher use.
+    let client = h.driver.controller().await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..n {
-        let mut c = h.driver.controller().await;
+        let mut c = client.clone();
         let node = nodes[i / per_node].clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();

@@ -248,10 +248,12 @@ async fn hundred_creates_and_publishes_under_throttling() {
         nodes.push(h.sim.run_instance("us-east-1a").await);
     }
     h.sim.reset_counters();
+    // One connection, as external-provisioner and external-attacher use.
+    let client = h.driver.controller().await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let mut c = h.driver.controller().await;
+        let mut c = client.clone();
         let node = nodes[i % 4].clone();
         tasks.push(tokio::spawn(async move {
             let vol = c
@@ -341,13 +343,15 @@ async fn killed_mid_create_then_retried_makes_one_volume() {
 
 #[tokio::test]
 async fn throttled_and_failing_ec2_calls_are_retried_not_surfaced() {
-    // A third of Describe and Attach calls throttled, some creates failing
-    // with 500 after doing the work: every operation still succeeds, and
-    // the retried CreateVolume's ClientToken makes no second volume.
+    // Describe and Attach calls throttled, creates failing with 500 after
+    // doing the work: every operation still succeeds, and the retried
+    // CreateVolume's ClientToken makes no second volume.
     let h = Harness::start_with(
         "controller",
         SimOptions {
-            faults: "DescribeVolumes:throttle:0.3,AttachVolume:throttle:0.3,CreateVolume:internal-after:0.3".into(),
+            // Counts cap each fault below the driver's retry budget (10 tries
+            // for throttles, 4 for server errors), so the outcome is certain.
+            faults: "DescribeVolumes:throttle:0.3:9,AttachVolume:throttle:0.3:9,CreateVolume:internal-after:0.3:3".into(),
             ..SimOptions::default()
         },
         vec![],
