@@ -5,17 +5,22 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 
 use support::csi::*;
 use support::{Harness, SimOptions};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port the driver bound for `--http-endpoint=127.0.0.1:0`, from its
+/// log line (a port picked by the test and released could be taken by
+/// another process before the driver binds it).
+fn metrics_port(log: &str) -> u16 {
+    log.lines()
+        .find(|l| l.contains("serving metrics at /metrics"))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the driver log:\n{log}"))
 }
 
 fn scrape(port: u16, path: &str) -> (String, String) {
@@ -33,7 +38,6 @@ fn scrape(port: u16, path: &str) -> (String, String) {
 
 #[tokio::test]
 async fn metrics_count_requests_errors_and_throttles() {
-    let port = free_port();
     let h = Harness::start_with(
         "controller",
         SimOptions {
@@ -41,10 +45,11 @@ async fn metrics_count_requests_errors_and_throttles() {
             faults: "CreateVolume:internal:1:1,DeleteVolume:throttle:1:1".into(),
             ..SimOptions::default()
         },
-        vec![format!("--http-endpoint=127.0.0.1:{port}")],
+        vec!["--http-endpoint=127.0.0.1:0".to_string()],
     )
     .await;
     h.wait_ready().await;
+    let port = metrics_port(&h.driver.log_text());
     let mut c = h.driver.controller().await;
     let v = c
         .create_volume(create_req("pvc-m", 1, params(&[])))
