@@ -9,6 +9,8 @@ here with EC2's error codes:
   * volume attached (any state)    -> VolumeInUse "... is already attached to an instance"
   * volume and instance zones differ -> InvalidVolume.ZoneMismatch
   * device name taken on instance  -> InvalidParameterValue "... Attachment point X is already in use"
+  * EbsCardIndex outside the type's cards -> InvalidParameterValue
+  * instance type's limit reached  -> AttachmentLimitExceeded (see limits.py for the counting)
 
 Device names accepted are the ones EC2 accepts for Linux EBS volumes (found by
 trial on EC2 and used by the upstream driver): /dev/sd[a-z], /dev/sd[a-z]1..15,
@@ -33,6 +35,7 @@ from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 
+from . import limits
 from .sim import current
 
 log = logging.getLogger("ec2sim.attach")
@@ -101,6 +104,7 @@ def attach_volume(self: Any) -> Any:
         raise EC2ClientError(
             "IncorrectInstanceState", f"The instance '{instance_id}' is not in a valid state for this operation."
         )
+    card = limits.parse_card_index(self._get_param("EbsCardIndex"), instance)
     if volume.status == "creating":
         raise EC2ClientError("IncorrectState", f"{volume_id} is not 'available'.")
     if volume.attachment is not None:
@@ -115,8 +119,13 @@ def attach_volume(self: Any) -> Any:
             "InvalidParameterValue",
             f"Invalid value '{device}' for unixDevice. Attachment point {device} is already in use",
         )
+    limits.check_attach(backend, instance, card)
     result = _orig_attach_volume(self)  # honours DryRun
     att = volume.attachment
+    setattr(att, limits.CARD_ATTR, card)
+    reported = limits.reported_card(att)
+    if reported is not None and isinstance(result.result, dict):
+        result.result["EbsCardIndex"] = reported
     att.status = "attaching"
     _set_bdm_status(att, "attaching")
     sim.scheduler.after(sim.delays["attach"], lambda: _complete_attach(sim, att))

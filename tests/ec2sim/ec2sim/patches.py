@@ -16,10 +16,15 @@ markers and keep moto's behaviour.
 
 from __future__ import annotations
 
-from moto.ec2.models.elastic_block_store import Snapshot, Volume
+import copy
+from typing import Any
+
+from moto import settings as moto_settings
+from moto.ec2.models.elastic_block_store import Snapshot, Volume, VolumeAttachment
+from moto.ec2.models.instances import Instance
 from moto.ec2.responses import EC2Response
 
-from . import attach, fsr, snapshots, volumes
+from . import attach, fsr, limits, snapshots, volumes
 
 _installed = False
 
@@ -41,11 +46,36 @@ RESPONSE_METHODS = {
 }
 
 
+def _attachment_card(att: VolumeAttachment) -> int | None:
+    """VolumeAttachment.ebs_card_index: DescribeVolumes' attachmentSet ebsCardIndex (absent when None)."""
+    return limits.reported_card(att)
+
+
+def _instance_block_device_mappings(inst: Instance) -> list[dict[str, Any]]:
+    """moto's Instance.block_device_mappings plus ebs.ebsCardIndex (DescribeInstances)."""
+    result = []
+    for device_name, block in inst.get_block_device_mapping:
+        block_copy = copy.copy(block)
+        block_copy.status = inst.get_block_device_status(block.status)
+        vol = inst.ec2_backend.volumes.get(block.volume_id) if block.volume_id else None
+        att = vol.attachment if vol is not None else None
+        block_copy.ebs_card_index = limits.reported_card(att) if att is not None and att.instance is inst else None
+        result.append({"DeviceName": device_name, "Ebs": block_copy})
+    return result
+
+
 def install() -> None:
     global _installed
     if _installed:
         return
     Volume.status = volumes.volume_status(Volume.status)
+    # moto's offering lists lack some types of the limits table (23 in us-east-1,
+    # e.g. g4ad.xlarge, hpc7a.12xlarge); it only checks
+    # them when MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION is set, so keep that
+    # off whatever the environment says: every type of the limits table starts.
+    moto_settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = False
+    VolumeAttachment.ebs_card_index = property(_attachment_card)
+    Instance.block_device_mappings = property(_instance_block_device_mappings)
     for name, prop in snapshots.SNAPSHOT_PROPERTIES.items():
         setattr(Snapshot, name, prop)
     for name, fn in RESPONSE_METHODS.items():
