@@ -10,6 +10,7 @@ pub mod csi {
 }
 
 pub mod cloud;
+pub mod contract;
 pub mod controller;
 pub mod driver;
 pub mod error;
