@@ -394,3 +394,48 @@ async fn throttled_and_failing_ec2_calls_are_retried_not_surfaced() {
         "no volume leaked by a retried create"
     );
 }
+
+#[tokio::test]
+async fn publishing_past_the_instance_limit_is_resource_exhausted() {
+    // The local instance is an m5.large: 27 shared EBS attachments with one
+    // ENI, the root volume among them, so 26 data volumes fit and the 27th
+    // is refused by EC2 (the emulator enforces the same table).
+    let h = controller("fast", vec![]).await;
+    let mut c = h.driver.controller().await;
+    let node = h.sim.instance_id.clone();
+    let mut volumes = Vec::new();
+    for i in 0..27 {
+        let v = c
+            .create_volume(create_req(&format!("pvc-limit-{i}"), 1, params(&[])))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id;
+        volumes.push(v);
+    }
+    for v in &volumes[..26] {
+        c.controller_publish_volume(publish_req(v, &node))
+            .await
+            .unwrap_or_else(|e| panic!("publish {v}: {e:?}"));
+    }
+    let err = c
+        .controller_publish_volume(publish_req(&volumes[26], &node))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    let msg = err.message();
+    assert!(
+        msg.contains(&node) && msg.contains("m5.large") && msg.contains("27 EBS attachments"),
+        "{msg}"
+    );
+    assert!(msg.contains("AttachmentLimitExceeded"), "{msg}");
+    // A slot freed is usable again.
+    c.controller_unpublish_volume(unpublish_req(&volumes[0], &node))
+        .await
+        .unwrap();
+    c.controller_publish_volume(publish_req(&volumes[26], &node))
+        .await
+        .expect("publish after a detach");
+}

@@ -42,12 +42,14 @@ pub trait Cloud: Send + Sync {
     async fn list_volumes(&self) -> CloudResult<Vec<Volume>>;
     /// The instance with this id, if it exists (coalesced lookup).
     async fn instance(&self, instance_id: &str) -> CloudResult<Option<Instance>>;
-    /// AttachVolume as `device`.
+    /// AttachVolume as `device`, on EBS card `card` of a multi-card
+    /// instance.
     async fn attach_volume(
         &self,
         volume_id: &str,
         instance_id: &str,
         device: &str,
+        card: Option<u32>,
     ) -> CloudResult<()>;
     /// DetachVolume (forced when `force`).
     async fn detach_volume(

@@ -174,8 +174,36 @@ pub struct Instance {
     pub instance_type: String,
     /// State name (`running`, `stopped`, …).
     pub state: String,
-    /// Device names in use by its block device mappings.
-    pub devices: Vec<String>,
+    /// Its block device mappings (the root volume included).
+    pub devices: Vec<BlockDevice>,
+    /// Attached network interfaces (they take EBS slots on shared-limit
+    /// instance types).
+    pub enis: u32,
+}
+
+/// One block device mapping of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// Device name (`/dev/xvda`, `/dev/sdf`).
+    pub name: String,
+    /// The EBS volume, when EC2 names one.
+    pub volume_id: Option<String>,
+    /// The EBS card it is attached on (multi-card instances only).
+    pub card: Option<u32>,
+}
+
+impl Instance {
+    /// What the device allocator needs to know of the mappings.
+    pub fn mapped(&self) -> crate::cloud::devices::Mapped {
+        let mut mapped = crate::cloud::devices::Mapped::default();
+        for d in &self.devices {
+            mapped.names.push(d.name.clone());
+            if let Some(card) = d.card {
+                *mapped.per_card.entry(card).or_default() += 1;
+            }
+        }
+        mapped
+    }
 }
 
 /// State of a snapshot.

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 
 use super::{Ctl, caps, is_instance_id, is_volume_id};
-use crate::cloud::devices::Reservation;
+use crate::cloud::devices::{Mapped, Reservation};
 use crate::cloud::wait::poll;
-use crate::cloud::{AttachState, Cloud, CloudError, Volume};
+use crate::cloud::{AttachState, Cloud, CloudError, Instance, Volume};
+use crate::contract::attach_limits::{LimitKind, facts_for};
 use crate::csi;
 use crate::error::{Error, Result};
 
@@ -84,15 +85,16 @@ pub async fn publish(
     // Two rounds: if the first attachment sticks in `attaching`, it is
     // detached and tried again under another name rather than waited on
     // forever.
-    let mut mapped = instance.devices.clone();
+    let mut mapped = instance.mapped();
     for round in 0..2 {
-        let (device, _reservation) = attach(ctl, cloud.as_ref(), &volume, node, &mapped).await?;
+        let (device, _reservation) =
+            attach(ctl, cloud.as_ref(), &volume, &instance, &mapped).await?;
         match wait_attached(ctl, cloud.as_ref(), vol, node).await {
             Ok(()) => return Ok(published(&device)),
             Err(Error::DeadlineExceeded(m)) if round == 0 => {
                 tracing::warn!(volume_id = vol, node_id = node, %device, "attachment stuck: {m}; detaching to retry");
                 ctl.devices.cool_down(node, &device);
-                mapped.push(device);
+                mapped.names.push(device);
                 detach_and_wait(ctl, cloud.as_ref(), vol, node).await?;
             }
             Err(e) => return Err(e),
@@ -107,18 +109,29 @@ async fn attach<'c>(
     ctl: &'c Ctl,
     cloud: &dyn Cloud,
     volume: &Volume,
-    node: &str,
-    mapped: &[String],
+    instance: &Instance,
+    mapped: &Mapped,
 ) -> Result<(String, Option<Reservation<'c>>)> {
     let vol = volume.id.as_str();
+    let node = instance.id.as_str();
+    let (facts, _) = facts_for(&instance.instance_type);
     for _ in 0..NAME_ATTEMPTS {
-        let reservation = ctl.devices.reserve(node, mapped).ok_or_else(|| {
-            Error::ResourceExhausted(format!("no free device name left on instance {node}"))
-        })?;
+        let reservation = ctl
+            .devices
+            .reserve(node, mapped, facts.cards)
+            .ok_or_else(|| {
+                limit_reached(
+                    instance,
+                    &format!("no device name is left ({} in use)", mapped.names.len()),
+                )
+            })?;
         let name = reservation.name.clone();
-        match cloud.attach_volume(vol, node, &name).await {
+        match cloud
+            .attach_volume(vol, node, &name, reservation.card)
+            .await
+        {
             Ok(()) => {
-                tracing::info!(volume_id = vol, node_id = node, device = %name, "attach requested");
+                tracing::info!(volume_id = vol, node_id = node, device = %name, card = ?reservation.card, "attach requested");
                 // Held until the attachment is complete: until then the
                 // instance's mappings may not list the name yet.
                 return Ok((name, Some(reservation)));
@@ -137,13 +150,31 @@ async fn attach<'c>(
                 return Err(Error::FailedPrecondition(m));
             }
             Err(CloudError::ZoneMismatch(m)) => return Err(Error::FailedPrecondition(m)),
-            Err(CloudError::LimitExceeded(m)) => return Err(Error::ResourceExhausted(m)),
+            Err(CloudError::LimitExceeded(m)) => return Err(limit_reached(instance, &m)),
             Err(e) => return Err(e.into()),
         }
     }
     Err(Error::Unavailable(format!(
         "EC2 refused {NAME_ATTEMPTS} device names on {node} as in use; retry"
     )))
+}
+
+/// ResourceExhausted for a node that can take no more volumes, naming the
+/// node, its type's limit (from the attachment table) and `why`.
+fn limit_reached(instance: &Instance, why: &str) -> Error {
+    let (facts, _) = facts_for(&instance.instance_type);
+    let shared = match facts.kind {
+        LimitKind::Shared => format!(" shared with its {} network interface(s)", instance.enis),
+        LimitKind::Dedicated => String::new(),
+    };
+    Error::ResourceExhausted(format!(
+        "node {} ({}) cannot take another volume: {why}; its type allows {} EBS attachments{shared}, \
+         {} device(s) are mapped",
+        instance.id,
+        instance.instance_type,
+        facts.max_attachments,
+        instance.devices.len()
+    ))
 }
 
 /// Waits until the attachment of `vol` to `node` is `attached`.

@@ -112,8 +112,18 @@ pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
         devices: i
             .block_device_mappings()
             .iter()
-            .filter_map(|m| m.device_name().map(str::to_string))
+            .filter_map(|m| {
+                Some(BlockDevice {
+                    name: m.device_name()?.to_string(),
+                    volume_id: m.ebs().and_then(|e| e.volume_id()).map(str::to_string),
+                    card: m
+                        .ebs()
+                        .and_then(|e| e.ebs_card_index())
+                        .and_then(|c| u32::try_from(c).ok()),
+                })
+            })
             .collect(),
+        enis: (i.network_interfaces().len() as u32).max(1),
     }
 }
 

@@ -240,8 +240,9 @@ impl Cloud for Ec2Cloud {
         volume_id: &str,
         instance_id: &str,
         device: &str,
+        card: Option<u32>,
     ) -> CloudResult<()> {
-        self.attach_volume_impl(volume_id, instance_id, device)
+        self.attach_volume_impl(volume_id, instance_id, device, card)
             .await
     }
     async fn detach_volume(

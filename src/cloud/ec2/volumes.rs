@@ -204,6 +204,7 @@ impl Ec2Cloud {
         volume_id: &str,
         instance_id: &str,
         device: &str,
+        card: Option<u32>,
     ) -> CloudResult<()> {
         self.call("AttachVolume", || {
             self.client()
@@ -211,6 +212,7 @@ impl Ec2Cloud {
                 .volume_id(volume_id)
                 .instance_id(instance_id)
                 .device(device)
+                .set_ebs_card_index(card.map(|c| c as i32))
                 .send()
         })
         .await
