@@ -130,7 +130,7 @@ impl ControllerService {
 }
 
 /// The capabilities this controller implements.
-pub const CAPABILITIES: [Cap; 11] = [
+pub const CAPABILITIES: [Cap; 12] = [
     Cap::CreateDeleteVolume,
     Cap::PublishUnpublishVolume,
     Cap::ListVolumes,
@@ -142,6 +142,7 @@ pub const CAPABILITIES: [Cap; 11] = [
     Cap::GetSnapshot,
     Cap::ExpandVolume,
     Cap::ModifyVolume,
+    Cap::SingleNodeMultiWriter,
 ];
 
 #[tonic::async_trait]

@@ -20,6 +20,10 @@ pub const FORMAT_KEYS: [&str; 6] = [
     "ext4ClusterSize",
 ];
 
+/// Volume context key carrying the StorageClass's filesystem type, for COs
+/// whose capabilities name none (Kubernetes always names one).
+pub const FS_TYPE_CONTEXT_KEY: &str = "csi.storage.k8s.io/fstype";
+
 /// Filesystems the node can make.
 pub const FS_TYPES: [&str; 4] = ["ext4", "ext3", "ext2", "xfs"];
 
@@ -79,7 +83,8 @@ pub struct VolumeParams {
     pub block_express: bool,
     /// Filesystem type.
     pub fs_type: String,
-    /// Format options for the node (volume context).
+    /// Volume context for the node: format options, and the filesystem
+    /// type when the parameters name one.
     pub format: Vec<(String, String)>,
     /// Tags from `tagSpecification_N`, templates filled in.
     pub tags: Vec<(String, String)>,
@@ -123,6 +128,7 @@ impl VolumeParams {
         };
         let mut tag_templates = Vec::new();
         let mut format: HashMap<&'static str, String> = HashMap::new();
+        let mut fs_given = false;
         // Sorted for deterministic errors and tag order.
         let mut keys: Vec<_> = parameters.iter().collect();
         keys.sort();
@@ -144,6 +150,7 @@ impl VolumeParams {
                 "csi.storage.k8s.io/fstype" | "fstype" => {
                     if !value.is_empty() {
                         p.fs_type = value.to_ascii_lowercase();
+                        fs_given = true;
                     }
                 }
                 "csi.storage.k8s.io/pvc/name" => p.pvc_name = Some(value.clone()),
@@ -189,6 +196,10 @@ impl VolumeParams {
             )));
         }
         p.format = validate_format(&p.fs_type, &format)?;
+        if fs_given {
+            p.format
+                .push((FS_TYPE_CONTEXT_KEY.to_string(), p.fs_type.clone()));
+        }
         let context = TagContext::volume(&p.pvc_name, &p.pvc_namespace, &p.pv_name);
         p.tags = tags::parse_specifications(&tag_templates, &context)?;
         Ok(p)

@@ -266,6 +266,10 @@ impl Mounter for FakeMounter {
         self.with(|s| Ok(s.top(path).cloned()))
     }
 
+    fn mounts(&self) -> Result<Vec<MountEntry>, MountError> {
+        self.with(|s| Ok(s.mounts.clone()))
+    }
+
     fn device_number(&self, path: &Path) -> Result<Option<u64>, MountError> {
         self.with(|s| {
             if let Some(d) = s.device(path) {

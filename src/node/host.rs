@@ -296,14 +296,19 @@ impl Mounter for HostMounter {
     }
 
     fn mount_at(&self, path: &Path) -> Result<Option<MountEntry>, MountError> {
-        let table = Path::new("/proc/self/mountinfo");
-        let text = fs::read_to_string(table).map_err(|e| MountError::io("read", table, e))?;
         let wanted = mount_point_form(path);
         // Later lines are mounted on top of earlier ones at the same point.
-        Ok(parse_mountinfo(&text)?
+        Ok(self
+            .mounts()?
             .into_iter()
             .rev()
             .find(|e| e.mount_point == wanted || e.mount_point == path))
+    }
+
+    fn mounts(&self) -> Result<Vec<MountEntry>, MountError> {
+        let table = Path::new("/proc/self/mountinfo");
+        let text = fs::read_to_string(table).map_err(|e| MountError::io("read", table, e))?;
+        parse_mountinfo(&text)
     }
 
     fn device_number(&self, path: &Path) -> Result<Option<u64>, MountError> {

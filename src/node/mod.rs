@@ -38,6 +38,8 @@ use format::FormatOptions;
 use mounter::Mounter;
 use request::Access;
 
+pub use crate::controller::params::FS_TYPE_CONTEXT_KEY;
+
 /// Publish-context key carrying the device name the controller attached as.
 pub const DEVICE_PATH_KEY: &str = "devicePath";
 /// Topology key reported with the zone (well-known Kubernetes key).
@@ -118,10 +120,18 @@ impl NodeService {
     ) -> Result<csi::NodeStageVolumeResponse> {
         let volume_id = request::volume_id(&req.volume_id)?.to_string();
         let staging = request::path("staging_target_path", &req.staging_target_path)?;
-        let Access::Mount(mount) = request::access(req.volume_capability.as_ref())? else {
+        let Access::Mount(mut mount) = request::access(req.volume_capability.as_ref())? else {
             // Block volumes are used straight from the device at publish.
             return Ok(csi::NodeStageVolumeResponse {});
         };
+        if request::names_no_fs_type(req.volume_capability.as_ref())
+            && let Some(fs) = req.volume_context.get(FS_TYPE_CONTEXT_KEY)
+        {
+            // The capability leaves the filesystem open (Kubernetes always
+            // names it; other COs and csi-sanity may not): the one the
+            // StorageClass asked for, recorded at CreateVolume.
+            mount.fs_type = format::fs_type(fs)?;
+        }
         let format = FormatOptions::from_context(&req.volume_context)?;
         format::mkfs_args(&mount.fs_type, &format)?;
         let dev_path = device_path(&req.publish_context);
@@ -178,6 +188,7 @@ impl NodeService {
             (_, s) => Some(request::path("staging_target_path", s)?),
         };
         let readonly = req.readonly;
+        let exclusive = request::is_single_writer(req.volume_capability.as_ref());
         let dev_path = device_path(&req.publish_context);
         let key = format!("{volume_id}@{}", target.display());
         let guard = self
@@ -189,12 +200,12 @@ impl NodeService {
             let _guard = guard;
             let m = &*inner.config.mounter;
             match (&access, staging) {
-                (Access::Mount(mount), Some(staging)) => {
-                    publish::publish_mount(m, &volume_id, &staging, &target, readonly, mount)
-                }
+                (Access::Mount(mount), Some(staging)) => publish::publish_mount(
+                    m, &volume_id, &staging, &target, readonly, mount, exclusive,
+                ),
                 _ => {
                     let device = inner.config.devices.find(&volume_id, dev_path.as_deref())?;
-                    publish::publish_block(m, &volume_id, &device, &target, readonly)
+                    publish::publish_block(m, &volume_id, &device, &target, readonly, exclusive)
                 }
             }
         })
@@ -418,6 +429,10 @@ impl Node for NodeService {
                     Cap::ExpandVolume,
                     Cap::GetVolumeStats,
                     Cap::VolumeCondition,
+                    // Knows SINGLE_NODE_SINGLE_WRITER from
+                    // SINGLE_NODE_MULTI_WRITER: a single-writer volume is
+                    // published at one target only.
+                    Cap::SingleNodeMultiWriter,
                 ]
                 .into_iter()
                 .map(capability)

@@ -130,6 +130,8 @@ pub trait Mounter: Send + Sync {
     fn unmount(&self, target: &Path) -> Result<(), MountError>;
     /// The topmost mount at `path`, if `path` is a mount point.
     fn mount_at(&self, path: &Path) -> Result<Option<MountEntry>, MountError>;
+    /// Every mount of this mount namespace, in mount order.
+    fn mounts(&self) -> Result<Vec<MountEntry>, MountError>;
     /// The device number of the block device node at `path` (following
     /// links and mounts), or None when it is not a block device.
     fn device_number(&self, path: &Path) -> Result<Option<u64>, MountError>;

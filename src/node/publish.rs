@@ -32,8 +32,31 @@ fn check_same_mode(
     )))
 }
 
+/// For SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod): FailedPrecondition
+/// when the volume is already published somewhere else than `target`.
+/// `is_publish` tells whether a mount is a publish of this volume.
+fn refuse_second_publish(
+    m: &dyn Mounter,
+    volume_id: &str,
+    target: &Path,
+    is_publish: impl Fn(&MountEntry) -> Result<bool>,
+) -> Result<()> {
+    for entry in m.mounts()? {
+        if entry.mount_point != target && is_publish(&entry)? {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is already \
+                 published at {}; it cannot also be published at {}",
+                entry.mount_point.display(),
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Publishes a filesystem volume: bind-mounts the staging path onto the
-/// target directory (created if missing).
+/// target directory (created if missing). `exclusive`: the access mode is
+/// SINGLE_NODE_SINGLE_WRITER, so no other publish may exist.
 pub fn publish_mount(
     m: &dyn Mounter,
     volume_id: &str,
@@ -41,6 +64,7 @@ pub fn publish_mount(
     target: &Path,
     readonly: bool,
     mount: &MountAccess,
+    exclusive: bool,
 ) -> Result<()> {
     let staged = m.mount_at(staging)?.ok_or_else(|| {
         Error::FailedPrecondition(format!(
@@ -58,6 +82,13 @@ pub fn publish_mount(
             existing.source,
             staging.display()
         )));
+    }
+    if exclusive {
+        // Publishes are bind mounts of the staged filesystem: the same
+        // subtree mounted anywhere but the staging path itself.
+        refuse_second_publish(m, volume_id, target, |e| {
+            Ok(e.same_subtree(&staged) && e.mount_point != staged.mount_point)
+        })?;
     }
     match m.path_kind(target)? {
         PathKind::Missing => m.make_dir(target)?,
@@ -81,13 +112,14 @@ pub fn publish_mount(
 }
 
 /// Publishes a block volume: bind-mounts the device node onto a file at
-/// the target (created if missing).
+/// the target (created if missing); `exclusive` as for [`publish_mount`].
 pub fn publish_block(
     m: &dyn Mounter,
     volume_id: &str,
     device: &Path,
     target: &Path,
     readonly: bool,
+    exclusive: bool,
 ) -> Result<()> {
     let dev = m.device_number(device)?.ok_or_else(|| {
         Error::FailedPrecondition(format!(
@@ -105,6 +137,18 @@ pub fn publish_block(
             existing.source,
             device.display()
         )));
+    }
+    if exclusive {
+        // A block publish is a bind mount of the device node: its root is
+        // the node's path inside devtmpfs, and stat at the mount point
+        // yields the device.
+        let name = device.file_name().map(|n| n.to_string_lossy().into_owned());
+        refuse_second_publish(m, volume_id, target, |e| {
+            let root_names_it = name
+                .as_deref()
+                .is_some_and(|n| Path::new(&e.root).file_name().is_some_and(|r| r == n));
+            Ok(root_names_it && m.device_number(&e.mount_point).ok().flatten() == Some(dev))
+        })?;
     }
     let created = match m.path_kind(target)? {
         PathKind::Missing => {
@@ -171,7 +215,7 @@ mod tests {
         let m = FakeMounter::default();
         staged(&m, "/dev/a", "/stage");
         let (stage, target) = (Path::new("/stage"), Path::new("/pods/t"));
-        publish_mount(&m, "vol-1", stage, target, true, &access(Some(1000))).unwrap();
+        publish_mount(&m, "vol-1", stage, target, true, &access(Some(1000)), false).unwrap();
         let calls = m.calls();
         assert!(calls.contains(&"make_dir /pods/t".to_string()), "{calls:?}");
         assert!(
@@ -183,9 +227,10 @@ mod tests {
             "{calls:?}"
         );
         for _ in 0..3 {
-            publish_mount(&m, "vol-1", stage, target, true, &access(None)).unwrap();
+            publish_mount(&m, "vol-1", stage, target, true, &access(None), false).unwrap();
         }
-        let err = publish_mount(&m, "vol-1", stage, target, false, &access(None)).unwrap_err();
+        let err =
+            publish_mount(&m, "vol-1", stage, target, false, &access(None), false).unwrap_err();
         assert_eq!(err.code(), tonic::Code::AlreadyExists);
         assert!(err.to_string().contains("read-only"), "{err}");
     }
@@ -196,9 +241,26 @@ mod tests {
         staged(&m, "/dev/a", "/s1");
         staged(&m, "/dev/b", "/s2");
         let target = Path::new("/pods/t");
-        publish_mount(&m, "vol-1", Path::new("/s1"), target, false, &access(None)).unwrap();
-        let err =
-            publish_mount(&m, "vol-2", Path::new("/s2"), target, false, &access(None)).unwrap_err();
+        publish_mount(
+            &m,
+            "vol-1",
+            Path::new("/s1"),
+            target,
+            false,
+            &access(None),
+            false,
+        )
+        .unwrap();
+        let err = publish_mount(
+            &m,
+            "vol-2",
+            Path::new("/s2"),
+            target,
+            false,
+            &access(None),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(
             err.to_string().contains("/dev/a") && err.to_string().contains("vol-2"),
@@ -217,6 +279,7 @@ mod tests {
             Path::new("/t"),
             false,
             &access(None),
+            false,
         )
         .unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -229,14 +292,15 @@ mod tests {
         m.add_device("/dev/a", GIB, Probe::Empty);
         m.add_device("/dev/b", GIB, Probe::Empty);
         let target = Path::new("/pods/dev");
-        publish_block(&m, "vol-1", Path::new("/dev/a"), target, false).unwrap();
+        publish_block(&m, "vol-1", Path::new("/dev/a"), target, false, false).unwrap();
         assert!(m.calls().contains(&"make_file /pods/dev".to_string()));
         assert_eq!(
             m.device_number(target).unwrap(),
             m.device_number(Path::new("/dev/a")).unwrap()
         );
-        publish_block(&m, "vol-1", Path::new("/dev/a"), target, false).unwrap();
-        let err = publish_block(&m, "vol-2", Path::new("/dev/b"), target, false).unwrap_err();
+        publish_block(&m, "vol-1", Path::new("/dev/a"), target, false, false).unwrap();
+        let err =
+            publish_block(&m, "vol-2", Path::new("/dev/b"), target, false, false).unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         m.add_dir("/pods/dir");
         let err = publish_block(
@@ -245,9 +309,34 @@ mod tests {
             Path::new("/dev/a"),
             Path::new("/pods/dir"),
             false,
+            false,
         )
         .unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_single_writer_volume_is_published_at_one_target_only() {
+        let m = FakeMounter::default();
+        staged(&m, "/dev/a", "/stage");
+        let stage = Path::new("/stage");
+        let (one, two) = (Path::new("/pods/1"), Path::new("/pods/2"));
+        publish_mount(&m, "vol-1", stage, one, false, &access(None), true).unwrap();
+        publish_mount(&m, "vol-1", stage, one, false, &access(None), true).unwrap();
+        let err = publish_mount(&m, "vol-1", stage, two, false, &access(None), true).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.to_string().contains("/pods/1"), "{err}");
+        // SINGLE_NODE_MULTI_WRITER / SINGLE_NODE_WRITER: several targets are fine.
+        publish_mount(&m, "vol-1", stage, two, false, &access(None), false).unwrap();
+        unpublish(&m, "vol-1", one).unwrap();
+        unpublish(&m, "vol-1", two).unwrap();
+        publish_mount(&m, "vol-1", stage, two, false, &access(None), true).unwrap();
+
+        m.add_device("/dev/b", GIB, Probe::Empty);
+        let dev = Path::new("/dev/b");
+        publish_block(&m, "vol-2", dev, Path::new("/pods/b1"), false, true).unwrap();
+        let err = publish_block(&m, "vol-2", dev, Path::new("/pods/b2"), false, true).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     }
 
     #[test]
@@ -262,6 +351,7 @@ mod tests {
             target,
             false,
             &access(None),
+            false,
         )
         .unwrap();
         unpublish(&m, "vol-1", target).unwrap();

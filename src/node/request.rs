@@ -97,6 +97,21 @@ pub fn access(cap: Option<&VolumeCapability>) -> Result<Access> {
     Ok(access)
 }
 
+/// Whether the capability is a mount without a filesystem type.
+pub fn names_no_fs_type(cap: Option<&VolumeCapability>) -> bool {
+    matches!(
+        cap.and_then(|c| c.access_type.as_ref()),
+        Some(AccessType::Mount(m)) if m.fs_type.trim().is_empty()
+    )
+}
+
+/// Whether the capability's access mode is SINGLE_NODE_SINGLE_WRITER (a
+/// ReadWriteOncePod volume: one publish at a time).
+pub fn is_single_writer(cap: Option<&VolumeCapability>) -> bool {
+    cap.and_then(|c| c.access_mode.as_ref())
+        .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32)
+}
+
 fn mount_access(m: &MountVolume) -> Result<MountAccess> {
     let group = match m.volume_mount_group.trim() {
         "" => None,

@@ -183,6 +183,7 @@ mod tests {
             Path::new("/dev/a"),
             Path::new("/b"),
             false,
+            false,
         )
         .unwrap();
         let s = stats(&m, "vol-1", Path::new("/b"), Some(Path::new("/dev/a"))).unwrap();
