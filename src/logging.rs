@@ -35,8 +35,12 @@ pub fn init(format: LoggingFormat, level: Option<&str>) -> Result<(), String> {
         Some(level) => EnvFilter::new(directives(level)?),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colours only for a person at a terminal: container logs, files and
+    // log collectors get plain text that grep and parsers can read.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let installed = match format {
         LoggingFormat::Text => builder.with_target(false).try_init(),

@@ -6,15 +6,20 @@ use clap::Parser;
 use ebs_csi_driver::{driver, logging, options::Options};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Resolves on the first SIGTERM (what kubelet sends) or SIGINT.
-async fn terminated() {
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "received signal");
+/// Installs the SIGTERM (what kubelet sends) and SIGINT handlers at once and
+/// returns a future resolving on the first of them. The handlers must exist
+/// before the socket is bound: a signal arriving between the two would
+/// otherwise kill the process without cleanup.
+fn terminated() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "received signal");
+    })
 }
 
 #[tokio::main]
@@ -24,7 +29,14 @@ async fn main() -> ExitCode {
         eprintln!("ebs-csi-driver: {e}");
         return ExitCode::from(2);
     }
-    match driver::run(opts, terminated()).await {
+    let shutdown = match terminated() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    match driver::run(opts, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
