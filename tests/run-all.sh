@@ -15,3 +15,6 @@ echo "== cargo test: unit and integration tests"
 # --nocapture: tests that cannot run here (not root, a tool missing) say why,
 # and the measuring tests print their numbers.
 cargo test --locked -- --nocapture
+
+echo "== csi-sanity: the real conformance suite, xfs and ext4, attach limit on"
+bash tests/csi-sanity.sh
