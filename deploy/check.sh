@@ -3,6 +3,14 @@
 #   1. renders every kustomize overlay (kubectl kustomize);
 #   2. lints the Helm chart (helm lint --strict, values schema) and renders it
 #      with its default values and with each charts/ebs-csi-driver/ci/*.yaml;
+#      checks that every key of those files is known to values.schema.json;
+#   2b. lints and renders the chart with the reference chart's own values
+#      files (kubernetes-sigs/aws-ebs-csi-driver at REFERENCE_CHART_REF, read
+#      from the git directory REFERENCE_CHART_GIT; never committed here, only
+#      extracted into deploy/.tools/reference/), and checks that
+#      ci/reference-keys-values.yaml still sets every key of its values.yaml;
+#      without that repository it says SKIP and relies on
+#      ci/reference-keys-values.yaml, our own file with the same key set;
 #   3. validates every rendered object and every examples/ manifest against the
 #      Kubernetes schemas (strict: unknown fields fail) of each version in
 #      KUBE_VERSIONS, the snapshot/ServiceMonitor CRD kinds against
@@ -31,7 +39,13 @@ VENV="$TOOLS/venv"
 BIN="$TOOLS/bin"
 OUT="$TOOLS/rendered"
 CHART=charts/ebs-csi-driver
+# The reference chart's values files: a git directory (bare or a clone's) of
+# kubernetes-sigs/aws-ebs-csi-driver and the tag to read them from.
+REFERENCE_CHART_GIT="${REFERENCE_CHART_GIT:-/work/.mirror/kubernetes-sigs+aws-ebs-csi-driver/repo}"
+REFERENCE_CHART_REF="${REFERENCE_CHART_REF:-v1.64.0}"
+REF_CHART=charts/aws-ebs-csi-driver
 started=$SECONDS
+renderings=0
 
 step() { echo "== deploy: $*"; }
 die() { echo "deploy/check.sh: $*" >&2; exit 1; }
@@ -117,6 +131,7 @@ for values in "${value_sets[@]}"; do
     "$HELM" template ebs-csi-driver "$CHART" --namespace kube-system "${vflag[@]}" \
         --kube-version "$min_version" >"$OUT/$name.yaml" || die "helm template failed ($values)"
     echo "   $values: lint ok, $(grep -c '^kind:' "$OUT/$name.yaml") objects"
+    renderings=$((renderings + 1))
     # Default values and all-values.yaml are complete installations that must
     # meet every driver invariant; other ci files turn features off on purpose.
     case "$name" in
@@ -124,6 +139,57 @@ for values in "${value_sets[@]}"; do
         *) bundles+=(--group "$name" "$OUT/$name.yaml") ;;
     esac
 done
+"$PY" deploy/tools/check_values_keys.py --schema "$CHART/values.schema.json" --known "$CHART"/ci/*.yaml
+
+# ---- 2b. the reference chart's values files ------------------------------------
+# Its values.yaml (a complete installation: a --bundle) and the values files
+# its CI installs the chart with (ci/*.yaml of the chart, hack/e2e/*/values.yaml,
+# the scale test's), read at run time from a git directory, never committed.
+step "the reference chart's values files ($REFERENCE_CHART_REF)"
+ref_skip=""
+if ! command -v git >/dev/null; then
+    ref_skip="git is not installed"
+elif [ ! -d "$REFERENCE_CHART_GIT" ]; then
+    ref_skip="no git directory at REFERENCE_CHART_GIT=$REFERENCE_CHART_GIT"
+elif ! git -C "$REFERENCE_CHART_GIT" rev-parse -q --verify "$REFERENCE_CHART_REF^{commit}" >/dev/null 2>&1; then
+    ref_skip="$REFERENCE_CHART_GIT has no $REFERENCE_CHART_REF (REFERENCE_CHART_REF)"
+elif ! git -C "$REFERENCE_CHART_GIT" cat-file -e "$REFERENCE_CHART_REF:$REF_CHART/values.yaml" 2>/dev/null; then
+    ref_skip="$REFERENCE_CHART_REF has no $REF_CHART/values.yaml"
+fi
+if [ -n "$ref_skip" ]; then
+    echo "SKIP reference values files: $ref_skip;" \
+        "$CHART/ci/reference-keys-values.yaml (the same key set) was rendered above"
+else
+    ref_dir="$TOOLS/reference/$REFERENCE_CHART_REF"
+    rm -rf "$ref_dir"
+    mkdir -p "$ref_dir"
+    mapfile -t ref_files < <(git -C "$REFERENCE_CHART_GIT" ls-tree -r --name-only "$REFERENCE_CHART_REF" \
+        -- "$REF_CHART/ci" hack/e2e hack/ebs-scale-test | grep -E \
+        "^($REF_CHART/ci/[^/]+\.ya?ml|hack/e2e/[^/]+/values\.ya?ml|hack/ebs-scale-test/.*values[^/]*\.ya?ml)$" || true)
+    git -C "$REFERENCE_CHART_GIT" ls-tree --name-only "$REFERENCE_CHART_REF" -- "$REF_CHART/ci/" | grep -q . \
+        || echo "   $REFERENCE_CHART_REF has no $REF_CHART/ci/*.yaml; its CI's values files are hack/e2e and the scale test's"
+    ref_values=()
+    for f in "$REF_CHART/values.yaml" "${ref_files[@]}"; do
+        local_name="$(echo "${f#"$REF_CHART/"}" | tr '/' '_')"
+        git -C "$REFERENCE_CHART_GIT" show "$REFERENCE_CHART_REF:$f" >"$ref_dir/$local_name"
+        ref_values+=("$ref_dir/$local_name")
+        name="helm-reference-$(basename "$local_name" .yaml)"
+        vflag=(-f "$ref_dir/$local_name")
+        "$HELM" lint --strict --quiet "$CHART" "${vflag[@]}" --kube-version "$min_version" >/dev/null \
+            || { "$HELM" lint --strict "$CHART" "${vflag[@]}" --kube-version "$min_version"; die "helm lint failed with the reference's $f"; }
+        "$HELM" template ebs-csi-driver "$CHART" --namespace kube-system "${vflag[@]}" \
+            --kube-version "$min_version" >"$OUT/$name.yaml" || die "helm template failed with the reference's $f"
+        echo "   reference $f: lint ok, $(grep -c '^kind:' "$OUT/$name.yaml") objects"
+        renderings=$((renderings + 1))
+        if [ "$f" = "$REF_CHART/values.yaml" ]; then
+            bundles+=(--bundle "$name" "$OUT/$name.yaml")
+        else
+            bundles+=(--group "$name" "$OUT/$name.yaml")
+        fi
+    done
+    "$PY" deploy/tools/check_values_keys.py --schema "$CHART/values.schema.json" --known "${ref_values[@]}" \
+        --complete "$CHART/ci/reference-keys-values.yaml" --covers "$ref_dir/values.yaml"
+fi
 
 # ---- 3. validation -----------------------------------------------------------
 step "validating rendered objects and examples/ (Kubernetes ${KUBE_VERSIONS[*]})"
@@ -137,7 +203,8 @@ for dir in examples/*/; do
 done
 versions=()
 for v in "${KUBE_VERSIONS[@]}"; do versions+=(--kube-version "$v"); done
-"$PY" deploy/tools/validate.py --options src/options.rs "${versions[@]}" "${bundles[@]}" "${groups[@]}"
+"$PY" deploy/tools/validate.py --options src/options.rs --dockerfile Dockerfile "${versions[@]}" \
+    "${bundles[@]}" "${groups[@]}"
 
 # ---- 4. Dockerfile -----------------------------------------------------------
 step "Dockerfile"
@@ -158,4 +225,5 @@ fi
 step "IAM policies"
 "$PY" deploy/tools/check_iam.py "$ROOT"
 
-echo "== deploy: all checks passed in $((SECONDS - started))s"
+echo "== deploy: all checks passed in $((SECONDS - started))s ($renderings Helm renderings," \
+    "$(( ${#bundles[@]} / 3 )) manifest sets validated besides examples/)"

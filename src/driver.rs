@@ -22,7 +22,7 @@ use crate::metrics;
 use crate::node::device::DeviceFinder;
 use crate::node::host::HostMounter;
 use crate::node::{NodeConfig, NodeService};
-use crate::options::Options;
+use crate::options::{Mode, Options};
 use crate::readiness::Readiness;
 use crate::readiness::Slot;
 use crate::server::{self, ServerError};
@@ -36,6 +36,7 @@ pub async fn run<S>(opts: Options, shutdown: S) -> Result<(), ServerError>
 where
     S: Future<Output = ()> + Send + 'static,
 {
+    check_flags(&opts)?;
     let path = server::parse_endpoint(&opts.endpoint)?;
     let listener = server::bind(&path)?;
 
@@ -91,6 +92,35 @@ where
         .add_optional_service(group)
         .add_optional_service(node);
     server::serve(router, listener, &path, shutdown, opts.shutdown_timeout).await
+}
+
+/// Refuses flag combinations and modes that cannot work, before anything
+/// is bound or started.
+fn check_flags(opts: &Options) -> Result<(), ServerError> {
+    match opts.mode {
+        Mode::MetadataLabeler => {
+            return Err(ServerError::Config(
+                "mode metadata-labeler (the reference driver's alpha ENI/volume node labeller) \
+                 is not supported by this driver; the node reads what it needs with \
+                 --metadata-sources=imds,kubernetes"
+                    .into(),
+            ));
+        }
+        Mode::PreStopHook => {
+            return Err(ServerError::Config(
+                "mode pre-stop-hook is not implemented yet".into(),
+            ));
+        }
+        Mode::Controller | Mode::Node | Mode::All => {}
+    }
+    if opts.volume_attach_limit.is_some() && opts.reserved_volume_attachments.is_some() {
+        // The reference driver refuses the pair the same way.
+        return Err(ServerError::Config(
+            "only one of --volume-attach-limit and --reserved-volume-attachments may be specified"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The controller's shared state from the flags; bad flags fail start-up.

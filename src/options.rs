@@ -17,6 +17,12 @@ pub enum Mode {
     Node,
     /// Everything in one process (local runs and tests).
     All,
+    /// The node container's preStop hook: on a draining node, waits until
+    /// no VolumeAttachment names it (the reference driver's mode).
+    PreStopHook,
+    /// The reference driver's (alpha) metadata-labeler mode: refused here
+    /// with a clear error, it is not implemented.
+    MetadataLabeler,
 }
 
 impl Mode {
@@ -79,10 +85,40 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub user_agent_extra: String,
 
-    /// Accepted for compatibility with the reference driver; describe calls
-    /// are always coalesced here.
-    #[arg(long, hide = true)]
+    /// Accepted for compatibility with the reference driver, where it turns
+    /// on batching of Describe calls. Here concurrent Describe calls are
+    /// always coalesced, so `--batching=false` changes nothing either.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub batching: Option<bool>,
+
+    /// Log a warning and drop a tag that cannot be rendered or is invalid,
+    /// instead of failing the request (reference driver semantics).
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub warn_on_invalid_tag: bool,
+
+    /// Log every EC2 request and response (AWS SDK debug logging).
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub aws_sdk_debug_log: bool,
+
+    /// Window in which ControllerExpandVolume and ControllerModifyVolume
+    /// calls for one volume are merged into one EC2 ModifyVolume.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub modify_volume_request_handler_timeout: Duration,
+
+    /// Format xfs with `bigtime=0,inobtcount=0,reflink=0,nrext64=0` so old
+    /// kernels (≤ 5.4) can mount it. Deprecated, as in the reference driver.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub legacy_xfs: bool,
+
+    /// Where the node learns its identity, tried in order: `imds`
+    /// (instance metadata) and `kubernetes` (its Node object).
+    #[arg(long, value_delimiter = ',', default_value = "imds,kubernetes")]
+    pub metadata_sources: Vec<String>,
+
+    /// Path of a kubeconfig file; without it the in-cluster configuration
+    /// (service account) is used.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
 
     /// Maximum volumes attachable to this node (overrides the instance-type table).
     #[arg(long)]
@@ -139,6 +175,42 @@ pub struct Options {
     pub modify_timeout: Duration,
 }
 
+/// Parses a Go-style duration (`2s`, `500ms`, `1m30s`) or a plain number
+/// of seconds, as the reference driver's duration flags take.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    if let Ok(d) = parse_seconds(value) {
+        return Ok(d);
+    }
+    let bad = || format!("invalid duration {value:?}: expected e.g. 2s, 500ms or 1m30s");
+    let mut rest = value.trim();
+    let mut total = 0.0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..split].parse().map_err(|_| bad())?;
+        rest = &rest[split..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 /// Parses a whole or fractional number of seconds, with an optional `s`.
 fn parse_seconds(value: &str) -> Result<Duration, String> {
     let number = value.strip_suffix('s').unwrap_or(value);
@@ -186,5 +258,37 @@ mod tests {
         assert_eq!(parse_seconds("2.5s").unwrap(), Duration::from_millis(2500));
         let err = parse_seconds("soon").unwrap_err();
         assert!(err.contains("\"soon\""), "{err}");
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(
+            parse_duration("2 weeks")
+                .unwrap_err()
+                .contains("\"2 weeks\"")
+        );
+    }
+
+    #[test]
+    fn reference_flags_of_later_features_parse() {
+        let opts = Options::try_parse_from([
+            "ebs-csi-driver",
+            "controller",
+            "--warn-on-invalid-tag",
+            "--aws-sdk-debug-log=true",
+            "--modify-volume-request-handler-timeout=3s",
+            "--metadata-sources=kubernetes",
+            "--batching",
+        ])
+        .unwrap();
+        assert!(opts.warn_on_invalid_tag && opts.aws_sdk_debug_log);
+        assert_eq!(opts.batching, Some(true));
+        assert_eq!(
+            opts.modify_volume_request_handler_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(opts.metadata_sources, ["kubernetes"]);
+        let hook = Options::try_parse_from(["ebs-csi-driver", "pre-stop-hook"]).unwrap();
+        assert_eq!(hook.mode, Mode::PreStopHook);
+        assert_eq!(hook.metadata_sources, ["imds", "kubernetes"]);
     }
 }

@@ -13,14 +13,23 @@ examples/) gets the checks no schema can make:
     ebs.csi.aws.com are keys the driver accepts (it rejects unknown keys);
   * PVCs, VolumeSnapshots and claim templates name classes the group defines
     (when it defines any) and snapshot/PVC data sources that exist;
+  * every probe and lifecycle hook has exactly one handler, and the named
+    ports they use are ports of their container;
   * in any group that installs the driver: the controller is unprivileged,
-    the node's socket, plugin and registration paths agree, RBAC references
+    the node's socket, plugin and registration paths agree, the node plugin
+    gets CSI_NODE_NAME from spec.nodeName and a preStop hook that runs the
+    image's binary (the Dockerfile's ENTRYPOINT) in mode pre-stop-hook, the
+    node service account is granted no more than NODE_RULES, RBAC references
     resolve, Services select pods and target declared ports, and every driver
-    flag is one src/options.rs defines; for a --bundle (a complete default
-    installation) also every sidecar with its required flags, tolerating all
-    taints, and service accounts defined in the bundle (see check_driver).
+    flag and mode is one src/options.rs defines; for a --bundle (a complete
+    default installation) also every sidecar with its required flags,
+    tolerating all taints, service accounts defined in the bundle and the node
+    service account granted exactly NODE_RULES (see check_driver). A group
+    with node DaemonSets but neither controller nor CSIDriver is a node-only
+    installation (nodeComponentOnly).
 
-Usage: validate.py [--options src/options.rs] --kube-version 1.34.0 [--kube-version ...]
+Usage: validate.py [--options src/options.rs] [--dockerfile Dockerfile]
+                   --kube-version 1.34.0 [--kube-version ...]
                    {--group|--bundle} NAME FILE... [{--group|--bundle} NAME FILE...]
 A --bundle is a rendered driver installation: it also gets the driver checks.
 """
@@ -63,6 +72,20 @@ VSC_KEYS = {
 VSC_PATTERNS = [re.compile(r"^tagspecification_\d+$")]
 VAC_KEYS = {"type", "iops", "throughput"}
 VAC_PATTERNS = [re.compile(r"^tagspecification_\d+$"), re.compile(r"^tagdeletion_\d+$")]
+# What the node plugin's service account may do, (apiGroup, resource) -> verbs:
+# nodes: read its labels (metadata source `kubernetes`) and remove the startup
+# taint; csinodes: see that kubelet registered the driver; volumeattachments:
+# the preStop hook waits until none names the node. A default installation
+# grants exactly this; node.serviceAccount.disableMutation grants less.
+NODE_RULES = {
+    ("", "nodes"): {"get", "patch"},
+    ("storage.k8s.io", "csinodes"): {"get"},
+    ("storage.k8s.io", "volumeattachments"): {"get", "list", "watch"},
+}
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+PROBE_HANDLERS = {"exec", "httpGet", "tcpSocket", "grpc"}
+HOOK_HANDLERS = {"exec", "httpGet", "tcpSocket", "sleep"}
+
 # Keys consumed by the CSI sidecars themselves, never passed to the driver.
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
 SIDECAR_SECRET_KEY = re.compile(r"^csi\.storage\.k8s\.io/.*secret-(name|namespace)$")
@@ -173,6 +196,25 @@ def check_params(where: str, params: dict, keys: set[str], patterns, report: Rep
 
 # ---------------------------------------------------------------- generic checks
 
+def check_handlers(where: str, c: dict, report: Report) -> None:
+    """Probes and lifecycle hooks: one handler each (the API server rejects
+    more), and named ports that the container declares."""
+    names = {p.get("name") for p in c.get("ports") or [] if p.get("name")}
+    handlers = [(k, c.get(k), PROBE_HANDLERS) for k in PROBES if c.get(k)]
+    handlers += [(f"lifecycle.{k}", v, HOOK_HANDLERS)
+                 for k, v in (c.get("lifecycle") or {}).items() if v]
+    for what, h, kinds in handlers:
+        used = sorted(k for k in kinds if k in h)
+        if len(used) != 1:
+            report.fail(where, f"container {c.get('name')}: {what} needs exactly one handler "
+                               f"of {sorted(kinds)}, has {used}")
+        for k in ("httpGet", "tcpSocket", "grpc"):
+            port = (h.get(k) or {}).get("port")
+            if isinstance(port, str) and not port.isdigit() and port not in names:
+                report.fail(where, f"container {c.get('name')}: {what} uses port {port!r}, "
+                                   f"which the container does not declare (has {sorted(names)})")
+
+
 def check_group(name: str, docs: list[tuple[str, dict]], report: Report) -> None:
     seen: dict[str, str] = {}
     classes = {"StorageClass": set(), "VolumeSnapshotClass": set(), "VolumeAttributesClass": set()}
@@ -201,6 +243,7 @@ def check_group(name: str, docs: list[tuple[str, dict]], report: Report) -> None
                 last = image.rsplit("/", 1)[-1]
                 if "@sha256:" not in image and (":" not in last or last.endswith(":latest")):
                     report.fail(where, f"container {c.get('name')}: image {image!r} needs an explicit version tag")
+                check_handlers(where, c, report)
         # Parameters of our driver's classes.
         if kind == "StorageClass" and doc.get("provisioner") == DRIVER:
             check_params(where, doc.get("parameters"), SC_KEYS, SC_PATTERNS, report, True)
@@ -245,6 +288,45 @@ def check_group(name: str, docs: list[tuple[str, dict]], report: Report) -> None
 
 # ---------------------------------------------------------------- driver checks
 
+def plugin_workloads(by_kind: dict, mode: str) -> list[dict]:
+    out = []
+    for kind in ("Deployment", "DaemonSet", "StatefulSet"):
+        for d in by_kind.get(kind, []):
+            c = container(pod_spec(d), "ebs-plugin")
+            if c and mode in [str(a) for a in c.get("args") or []]:
+                out.append(d)
+    return out
+
+
+class Driver:
+    """What the driver binary accepts (src/options.rs) and where the image has it."""
+
+    def __init__(self, options_rs: Path, dockerfile: Path) -> None:
+        self.longs, self.shorts = driver_flags(options_rs)
+        self.modes = driver_modes(options_rs)
+        self.binary = entrypoint(dockerfile)
+
+
+def driver_modes(options_rs: Path) -> set[str]:
+    """The positional modes: variants of `enum Mode`, kebab-cased as clap does."""
+    body = re.search(r"pub enum Mode\s*\{(.*?)\n\}", options_rs.read_text(), re.S)
+    if not body:
+        raise SystemExit(f"{options_rs}: no `pub enum Mode`")
+    variants = re.findall(r"^\s*([A-Z]\w*)\s*,", body.group(1), re.M)
+    return {re.sub(r"(?<!^)([A-Z])", r"-\1", v).lower() for v in variants}
+
+
+def entrypoint(dockerfile: Path) -> str:
+    """The program the image's (last) ENTRYPOINT runs."""
+    found = re.findall(r"^ENTRYPOINT\s+(.+)$", dockerfile.read_text(), re.M)
+    if not found:
+        raise SystemExit(f"{dockerfile}: no ENTRYPOINT")
+    try:
+        return json.loads(found[-1])[0]
+    except (ValueError, IndexError):
+        return found[-1].split()[0]
+
+
 def driver_flags(options_rs: Path) -> tuple[set[str], set[str]]:
     """Long and short flag names clap derives from src/options.rs."""
     text = options_rs.read_text()
@@ -265,8 +347,8 @@ def driver_flags(options_rs: Path) -> tuple[set[str], set[str]]:
     return longs, shorts
 
 
-def check_driver_args(where: str, c: dict, mode: str, flags, report: Report) -> None:
-    longs, shorts = flags
+def check_driver_args(where: str, c: dict, mode: str, driver: Driver, report: Report) -> None:
+    longs, shorts = driver.longs, driver.shorts
     args = [str(a) for a in (c.get("args") or [])]
     modes = [a for a in args if not a.startswith("-")]
     if modes != [mode]:
@@ -306,7 +388,38 @@ def has_driver(docs: list[tuple[str, dict]]) -> bool:
     return False
 
 
-def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report, strict: bool) -> None:
+def bound_rules(by_kind: dict, ns: str | None, sa: str) -> list[dict]:
+    """Every RBAC rule granted to ServiceAccount ns/sa by the group's bindings."""
+    croles = {d["metadata"]["name"]: d.get("rules") or [] for d in by_kind.get("ClusterRole", [])}
+    roles = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d.get("rules") or []
+             for d in by_kind.get("Role", [])}
+    out: list[dict] = []
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for b in by_kind.get(kind, []):
+            bns = b["metadata"].get("namespace")
+            if not any(s.get("kind") == "ServiceAccount" and s.get("name") == sa
+                       and (s.get("namespace") or bns) == ns for s in b.get("subjects") or []):
+                continue
+            ref = b.get("roleRef") or {}
+            if ref.get("kind") == "ClusterRole":
+                out += croles.get(ref.get("name"), [])
+            else:
+                out += roles.get((bns, ref.get("name")), [])
+    return out
+
+
+def rule_grants(rules: list[dict]) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for r in rules:
+        for g in r.get("apiGroups") or [""]:
+            for res in r.get("resources") or []:
+                grants.setdefault((g, res), set()).update(r.get("verbs") or [])
+        for url in r.get("nonResourceURLs") or []:
+            grants.setdefault(("nonResourceURL", url), set()).update(r.get("verbs") or [])
+    return grants
+
+
+def check_driver(name: str, docs: list[tuple[str, dict]], driver: Driver, report: Report, strict: bool) -> None:
     """Driver installation checks. strict (a complete --bundle) adds the
     defaults issue 8 requires, which a values file may turn off on purpose:
     every sidecar and its flags, tolerating all taints, service accounts
@@ -317,25 +430,19 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report,
     where = f"{name}"
 
     drivers = [d for d in by_kind.get("CSIDriver", []) if d["metadata"].get("name") == DRIVER]
-    if len(drivers) != 1:
+    controllers, nodes = plugin_workloads(by_kind, "controller"), plugin_workloads(by_kind, "node")
+    # nodeComponentOnly: node DaemonSets, no controller, no CSIDriver.
+    node_only = not strict and nodes and not controllers and not drivers
+    if len(drivers) != 1 and not node_only:
         report.fail(where, f"expected one CSIDriver {DRIVER}, found {len(drivers)}")
-    else:
+    elif drivers:
         spec = drivers[0].get("spec") or {}
         for k, v in {"attachRequired": True, "podInfoOnMount": False, "fsGroupPolicy": "File"}.items():
-            if spec.get(k) != v:
+            # Without strict, fsGroupPolicy may be left out (useOldCSIDriver).
+            if spec.get(k) != v and (strict or k != "fsGroupPolicy" or k in spec):
                 report.fail(where, f"CSIDriver spec.{k} must be {v!r}, is {spec.get(k)!r}")
 
-    def plugin_workloads(mode: str) -> list[dict]:
-        out = []
-        for kind in ("Deployment", "DaemonSet", "StatefulSet"):
-            for d in by_kind.get(kind, []):
-                c = container(pod_spec(d), "ebs-plugin")
-                if c and mode in [str(a) for a in c.get("args") or []]:
-                    out.append(d)
-        return out
-
-    controllers, nodes = plugin_workloads("controller"), plugin_workloads("node")
-    if len(controllers) != 1 or controllers[0]["kind"] != "Deployment":
+    if (len(controllers) != 1 or controllers[0]["kind"] != "Deployment") and not node_only:
         report.fail(where, f"expected one controller Deployment, found {[ident(d) for d in controllers]}")
     if not nodes or any(d["kind"] != "DaemonSet" for d in nodes):
         report.fail(where, f"expected node DaemonSet(s), found {[ident(d) for d in nodes]}")
@@ -364,7 +471,7 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report,
             if not (c.get("resources") or {}).get("requests"):
                 report.fail(w, f"controller container {c['name']} has no resource requests")
         plugin = container(spec, "ebs-plugin")
-        check_driver_args(w, plugin, "controller", flags, report)
+        check_driver_args(w, plugin, "controller", driver, report)
         needed = {
             "csi-provisioner": ["--feature-gates=Topology=true", "--extra-create-metadata", "--leader-election"],
             "csi-attacher": ["--leader-election"],
@@ -395,9 +502,25 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report,
         w = f"{name}: {ident(d)}"
         spec = pod_spec(d)
         plugin = container(spec, "ebs-plugin")
-        check_driver_args(w, plugin, "node", flags, report)
+        check_driver_args(w, plugin, "node", driver, report)
         if not (plugin.get("securityContext") or {}).get("privileged"):
             report.fail(w, "node ebs-plugin must be privileged")
+        # The node's name, for its Node object and the preStop hook.
+        node_name = next((e for e in plugin.get("env") or [] if e.get("name") == "CSI_NODE_NAME"), None)
+        field = (((node_name or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        if field != "spec.nodeName":
+            report.fail(w, "node ebs-plugin needs env CSI_NODE_NAME from fieldRef spec.nodeName")
+        # preStop: the image's binary in mode pre-stop-hook, with time to finish.
+        hook = ((plugin.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}
+        want = [driver.binary, "pre-stop-hook"]
+        if "pre-stop-hook" not in driver.modes:
+            report.fail(w, f"src/options.rs has no mode pre-stop-hook (modes: {sorted(driver.modes)})")
+        if [str(a) for a in hook.get("command") or []] != want:
+            report.fail(w, f"node ebs-plugin preStop must exec {want} (the Dockerfile's ENTRYPOINT), "
+                           f"is {hook.get('command')}")
+        grace = spec.get("terminationGracePeriodSeconds")
+        if not isinstance(grace, int) or grace < 1:
+            report.fail(w, f"node pods need terminationGracePeriodSeconds for the preStop hook, is {grace!r}")
         if spec.get("priorityClassName") != "system-node-critical":
             report.fail(w, "node pods need priorityClassName system-node-critical")
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
@@ -460,6 +583,21 @@ def check_driver(name: str, docs: list[tuple[str, dict]], flags, report: Report,
         sa = pod_spec(d).get("serviceAccountName")
         if strict and (d["metadata"].get("namespace"), sa) not in sas:
             report.fail(f"{name}: {ident(d)}", f"uses ServiceAccount {sa} the bundle does not define")
+    # The node plugin's account: NODE_RULES at most (exactly, in a bundle).
+    for d in nodes:
+        ns, sa = d["metadata"].get("namespace"), pod_spec(d).get("serviceAccountName")
+        grants = rule_grants(bound_rules(by_kind, ns, sa))
+        w = f"{name}: {ident(d)}: ServiceAccount {sa}"
+        for key, verbs in sorted(grants.items()):
+            extra = verbs - NODE_RULES.get(key, set())
+            if extra:
+                report.fail(w, f"may {sorted(extra)} {key[1]} ({key[0] or 'core'}), beyond the node's "
+                               f"needs {sorted(NODE_RULES.get(key, set()))}")
+        if strict:
+            for key, verbs in sorted(NODE_RULES.items()):
+                missing = verbs - grants.get(key, set())
+                if missing:
+                    report.fail(w, f"lacks {sorted(missing)} on {key[1]} ({key[0] or 'core'})")
 
     # Services select a workload and target ports its containers declare.
     workloads = [d for k in ("Deployment", "DaemonSet", "StatefulSet") for d in by_kind.get(k, [])]
@@ -507,6 +645,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kube-version", action="append", required=True)
     ap.add_argument("--options", type=Path, default=Path("src/options.rs"))
+    ap.add_argument("--dockerfile", type=Path, default=Path("Dockerfile"))
     argv = sys.argv[1:]
     starts = [i for i, t in enumerate(argv) if t in ("--group", "--bundle")]
     cut = starts[0] if starts else len(argv)
@@ -522,7 +661,7 @@ def main() -> int:
     if not groups:
         ap.error("nothing to check: give --group NAME FILE... or --bundle NAME FILE...")
 
-    flags = driver_flags(a.options)
+    driver = Driver(a.options, a.dockerfile)
     schemas = [Schemas(v) for v in a.kube_version]
     report = Report()
     for name, is_bundle, files in groups:
@@ -539,7 +678,7 @@ def main() -> int:
         good = [(s, d) for s, d in docs if isinstance(d, dict) and d.get("kind")]
         check_group(name, good, report)
         if is_bundle or has_driver(good):
-            check_driver(name, good, flags, report, strict=is_bundle)
+            check_driver(name, good, driver, report, strict=is_bundle)
         kinds: dict[str, int] = {}
         for _, d in good:
             kinds[d["kind"]] = kinds.get(d["kind"], 0) + 1
