@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::cloud::CloudError;
+use crate::cloud::Ec2Observer;
 
 type Labels = Vec<(String, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -83,15 +83,15 @@ impl Metrics {
         }
     }
 
-    /// Records one EC2 request attempt; `error` is the failure and EC2's
-    /// error code (`VolumeInUse`, `RequestLimitExceeded`, …).
-    pub fn ec2_request(&self, action: &str, took: Duration, error: Option<(&CloudError, &str)>) {
+    /// Records one EC2 request attempt; `error` is EC2's error code
+    /// (`VolumeInUse`, `RequestLimitExceeded`, …) when it failed.
+    pub fn ec2_request(&self, action: &str, took: Duration, error: Option<&str>, throttled: bool) {
         let labels = vec![("request".to_string(), action.to_string())];
         self.api_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        if let Some((err, code)) = error {
-            if matches!(err, CloudError::Throttled(_)) {
+        if let Some(code) = error {
+            if throttled {
                 self.api_throttles.get_or_create(&labels).inc();
             }
             let mut with_code = labels;
@@ -124,6 +124,12 @@ impl Metrics {
     }
 }
 
+impl Ec2Observer for Metrics {
+    fn ec2_request(&self, action: &str, took: Duration, error: Option<&str>, throttled: bool) {
+        Metrics::ec2_request(self, action, took, error, throttled)
+    }
+}
+
 /// Parses `--http-endpoint` (`:8080`, `0.0.0.0:8080`, `127.0.0.1:0`).
 pub fn parse_listen(value: &str) -> Result<std::net::SocketAddr, String> {
     let full = if value.starts_with(':') {
@@ -143,13 +149,25 @@ pub async fn serve(listener: TcpListener) {
             continue;
         };
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read the whole request head: a client may send it in
+            // several writes, and answering after the first piece would
+            // close the connection under the rest (EPIPE on its side).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let complete = tokio::time::timeout(Duration::from_secs(5), async {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(complete, Ok(true)) {
+                return;
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
                 ("200 OK", global().render())
@@ -178,14 +196,12 @@ mod tests {
     #[test]
     fn names_match_the_reference_driver() {
         let m = Metrics::new();
-        m.ec2_request("CreateVolume", Duration::from_millis(12), None);
+        m.ec2_request("CreateVolume", Duration::from_millis(12), None, false);
         m.ec2_request(
             "CreateVolume",
             Duration::from_millis(3),
-            Some((
-                &CloudError::Throttled("slow down".into()),
-                "RequestLimitExceeded",
-            )),
+            Some("RequestLimitExceeded"),
+            true,
         );
         m.rpc("CreateVolume", tonic::Code::Ok, Duration::from_millis(40));
         let text = m.render();
