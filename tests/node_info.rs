@@ -44,7 +44,8 @@ async fn node_info_comes_from_instance_metadata() {
         zone_segments(&resp),
         (h.sim.zone.clone(), h.sim.zone.clone())
     );
-    // m5.large: 28 shared slots − 1 ENI − 1 root volume.
+    // m5.large: 27 shared EBS slots with one ENI (the reference's table
+    // leaves it at the default), minus the root volume.
     assert_eq!(resp.max_volumes_per_node, 26);
 
     let caps = h
@@ -70,7 +71,8 @@ async fn node_info_comes_from_instance_metadata() {
             rpc::Type::StageUnstageVolume,
             rpc::Type::GetVolumeStats,
             rpc::Type::ExpandVolume,
-            rpc::Type::VolumeCondition
+            rpc::Type::VolumeCondition,
+            rpc::Type::SingleNodeMultiWriter
         ]
     );
 }
