@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::cloud::Cloud;
 use crate::cloud::ec2::{Ec2Cloud, Ec2Options};
 use crate::controller::group::GroupService;
+use crate::controller::modifier::Modifier;
 use crate::controller::tags::{DriverTags, parse_extra_tags};
 use crate::controller::{ControllerService, Ctl, Timeouts};
 use crate::csi::controller_server::ControllerServer;
@@ -17,7 +18,7 @@ use crate::csi::group_controller_server::GroupControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::identity::IdentityService;
-use crate::metadata::InstanceState;
+use crate::metadata::{InstanceState, MetadataConfig};
 use crate::metrics;
 use crate::node::device::DeviceFinder;
 use crate::node::host::HostMounter;
@@ -55,7 +56,7 @@ where
     let instance = opts.mode.runs_node().then(|| {
         let instance = InstanceState::default();
         readiness.require(instance.slot());
-        instance.spawn_loader(opts.clone());
+        instance.spawn_loader(metadata_config(&opts));
         instance
     });
     let controller = if opts.mode.runs_controller() {
@@ -123,6 +124,17 @@ fn check_flags(opts: &Options) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The metadata settings of the flags.
+pub fn metadata_config(opts: &Options) -> MetadataConfig {
+    MetadataConfig {
+        instance_id: opts.instance_id.clone(),
+        availability_zone: opts.availability_zone.clone(),
+        instance_type: opts.instance_type.clone(),
+        region: opts.region.clone(),
+        timeout: opts.metadata_timeout,
+    }
+}
+
 /// The controller's shared state from the flags; bad flags fail start-up.
 fn controller_state(opts: &Options, instance: Option<InstanceState>) -> Result<Ctl, ServerError> {
     let extra =
@@ -135,7 +147,7 @@ fn controller_state(opts: &Options, instance: Option<InstanceState>) -> Result<C
         instance,
         inflight: Default::default(),
         devices: Default::default(),
-        modifier: Default::default(),
+        modifier: Modifier::new(opts.modify_volume_request_handler_timeout),
         timeouts: Timeouts {
             create: opts.create_timeout,
             attach: opts.attach_timeout,
@@ -153,6 +165,7 @@ fn spawn_cloud_init(opts: &Options, slot: Slot<Arc<dyn Cloud>>) {
     let ec2 = Ec2Options {
         region: opts.region.clone(),
         user_agent_extra: opts.user_agent_extra.clone(),
+        observer: Some(metrics::global()),
     };
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);

@@ -7,6 +7,8 @@
 
 use tonic::Code;
 
+use crate::cloud::CloudError;
+
 /// A failed CSI call: the gRPC code the CSI spec mandates, and a message that
 /// names what was wrong and the value that was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +69,32 @@ impl Error {
     /// Shorthand for the very common "field X is required" case.
     pub fn missing(field: &str) -> Self {
         Error::InvalidArgument(format!("{field} is required"))
+    }
+}
+
+/// The default mapping of EC2 failures to CSI codes; operations that know
+/// better (a NotFound that means "already deleted") match first. It lives
+/// here, in the service layer, because what an EC2 error means to the CO is
+/// the services' business, not the cloud layer's.
+impl From<CloudError> for Error {
+    fn from(err: CloudError) -> Self {
+        match err {
+            CloudError::NotFound(m) => Error::NotFound(m),
+            CloudError::InUse(m) | CloudError::ZoneMismatch(m) | CloudError::IncorrectState(m) => {
+                Error::FailedPrecondition(m)
+            }
+            CloudError::DeviceInUse(m) | CloudError::Throttled(m) | CloudError::Unavailable(m) => {
+                Error::Unavailable(m)
+            }
+            CloudError::IdempotentParameterMismatch(m) => Error::AlreadyExists(m),
+            CloudError::InvalidParameter(m) => Error::InvalidArgument(m),
+            CloudError::Unauthorized(m) => Error::FailedPrecondition(format!(
+                "{m} (check the driver's IAM policy, see docs/iam-policy.json)"
+            )),
+            CloudError::LimitExceeded(m) => Error::ResourceExhausted(m),
+            CloudError::Timeout(m) => Error::DeadlineExceeded(m),
+            CloudError::Other(m) => Error::Internal(m),
+        }
     }
 }
 

@@ -6,10 +6,9 @@ use crate::csi;
 use crate::csi::identity_server::Identity;
 use crate::csi::plugin_capability::{self, service, volume_expansion};
 use crate::readiness::Readiness;
-use crate::rpc::{self, Ids};
+use crate::rpc;
 
-/// The driver name every Kubernetes object refers to; fixed by the reference driver.
-pub const DRIVER_NAME: &str = "ebs.csi.aws.com";
+use crate::contract::DRIVER_NAME;
 
 /// The Identity service.
 #[derive(Debug, Clone)]
@@ -56,9 +55,9 @@ impl IdentityService {
 impl Identity for IdentityService {
     async fn get_plugin_info(
         &self,
-        _request: Request<csi::GetPluginInfoRequest>,
+        request: Request<csi::GetPluginInfoRequest>,
     ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
-        rpc::run("GetPluginInfo", Ids::default(), async {
+        rpc::serve("GetPluginInfo", request, |_| async {
             Ok(csi::GetPluginInfoResponse {
                 name: DRIVER_NAME.to_string(),
                 vendor_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -70,9 +69,9 @@ impl Identity for IdentityService {
 
     async fn get_plugin_capabilities(
         &self,
-        _request: Request<csi::GetPluginCapabilitiesRequest>,
+        request: Request<csi::GetPluginCapabilitiesRequest>,
     ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
-        rpc::run("GetPluginCapabilities", Ids::default(), async {
+        rpc::serve("GetPluginCapabilities", request, |_| async {
             Ok(csi::GetPluginCapabilitiesResponse {
                 capabilities: self.capabilities(),
             })
@@ -82,9 +81,9 @@ impl Identity for IdentityService {
 
     async fn probe(
         &self,
-        _request: Request<csi::ProbeRequest>,
+        request: Request<csi::ProbeRequest>,
     ) -> Result<Response<csi::ProbeResponse>, Status> {
-        rpc::run("Probe", Ids::default(), async {
+        rpc::serve("Probe", request, |_| async {
             Ok(csi::ProbeResponse {
                 ready: Some(self.readiness.is_ready()),
             })

@@ -25,7 +25,7 @@ pub struct Guard {
 impl InFlight {
     /// Takes `key`, or Aborted naming `what` when it is taken.
     pub fn try_lock(&self, key: String, what: &str) -> Result<Guard> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = crate::sync::lock(&self.keys);
         if !keys.insert(key.clone()) {
             return Err(Error::Aborted(format!(
                 "an operation on {what} is already in progress"
@@ -45,7 +45,7 @@ impl InFlight {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = crate::sync::lock(&self.keys);
         keys.remove(&self.key);
     }
 }

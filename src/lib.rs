@@ -24,3 +24,4 @@ pub mod options;
 pub mod readiness;
 pub mod rpc;
 pub mod server;
+pub mod sync;

@@ -18,7 +18,6 @@ use std::time::Duration;
 use aws_config::imds::client::error::ImdsError;
 
 use crate::error::Error;
-use crate::options::Options;
 use crate::readiness::Slot;
 
 /// The default IMDS endpoint (IPv4).
@@ -178,20 +177,36 @@ impl Metadata for Imds {
     }
 }
 
+/// What the command line says about this instance (each value overrides
+/// instance metadata), and the bound on each metadata request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// `--instance-id`.
+    pub instance_id: Option<String>,
+    /// `--availability-zone`.
+    pub availability_zone: Option<String>,
+    /// `--instance-type`.
+    pub instance_type: Option<String>,
+    /// `--region`.
+    pub region: Option<String>,
+    /// `--metadata-timeout`.
+    pub timeout: Duration,
+}
+
 /// Learns who we are: flags first; IMDS (as the environment configures it)
 /// only for what they leave open. With `--instance-id`, `--availability-zone`,
 /// `--instance-type` and `--region` all given, IMDS is not called at all.
-pub async fn load(opts: &Options) -> Result<InstanceInfo, MetadataError> {
+pub async fn load(opts: &MetadataConfig) -> Result<InstanceInfo, MetadataError> {
     if let Some(info) = from_flags(opts) {
         tracing::info!("instance identity from flags; instance metadata not used");
         return Ok(info);
     }
-    let imds = Imds::from_env(opts.metadata_timeout)?;
+    let imds = Imds::from_env(opts.timeout)?;
     load_from(opts, &imds).await
 }
 
 /// Everything from the flags, when they give everything.
-fn from_flags(opts: &Options) -> Option<InstanceInfo> {
+fn from_flags(opts: &MetadataConfig) -> Option<InstanceInfo> {
     let flag = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -212,7 +227,7 @@ fn from_flags(opts: &Options) -> Option<InstanceInfo> {
 
 /// [`load`] with an explicit metadata source.
 pub async fn load_from(
-    opts: &Options,
+    opts: &MetadataConfig,
     source: &dyn Metadata,
 ) -> Result<InstanceInfo, MetadataError> {
     let required = |path: &'static str| async move {
@@ -309,22 +324,17 @@ impl InstanceState {
 
     /// The identity, or Unavailable with the reason it is not known yet.
     pub fn get(&self) -> crate::error::Result<&InstanceInfo> {
-        self.slot.get().map_err(|not_ready| {
-            match self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
+        self.slot.get().map_err(
+            |not_ready| match crate::sync::lock(&self.last_error).as_ref() {
                 Some(e) => Error::Unavailable(format!("instance metadata not available yet: {e}")),
                 None => not_ready,
-            }
-        })
+            },
+        )
     }
 
     /// Loads the identity in the background, retrying with capped backoff
     /// until it succeeds; each failure is logged and kept for [`Self::get`].
-    pub fn spawn_loader(&self, opts: Options) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_loader(&self, opts: MetadataConfig) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
         tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
@@ -336,8 +346,7 @@ impl InstanceState {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, retry_in = ?delay, "cannot learn the instance identity");
-                        *state.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some(e.to_string());
+                        *crate::sync::lock(&state.last_error) = Some(e.to_string());
                     }
                 }
                 tokio::time::sleep(delay).await;
@@ -382,9 +391,12 @@ mod tests {
         )
     }
 
-    fn opts(args: &[&str]) -> Options {
-        Options::try_parse_from(std::iter::once("ebs-csi-driver").chain(args.iter().copied()))
-            .unwrap()
+    fn opts(args: &[&str]) -> MetadataConfig {
+        let o = crate::options::Options::try_parse_from(
+            std::iter::once("ebs-csi-driver").chain(args.iter().copied()),
+        )
+        .unwrap();
+        crate::driver::metadata_config(&o)
     }
 
     #[tokio::test]

@@ -9,32 +9,90 @@
 use std::future::Future;
 use std::time::Instant;
 
-use tonic::{Code, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, Level, field};
 
+use crate::csi;
 use crate::error::Error;
 
 /// The identifiers a request carries, recorded on the RPC's span.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Ids<'a> {
+#[derive(Debug, Default, Clone)]
+pub struct Ids {
     /// EBS volume id (`vol-…`), if the request names one.
-    pub volume: &'a str,
+    pub volume: String,
     /// Node (instance) id (`i-…`), if the request names one.
-    pub node: &'a str,
-    /// Snapshot id (`snap-…`), if the request names one.
-    pub snapshot: &'a str,
+    pub node: String,
+    /// Snapshot or group snapshot id, if the request names one.
+    pub snapshot: String,
     /// The CO's name of the object being created, if any.
-    pub name: &'a str,
+    pub name: String,
 }
 
-impl<'a> Ids<'a> {
-    /// Ids of a request that names only a volume.
-    pub fn volume(volume: &'a str) -> Self {
-        Ids {
-            volume,
-            ..Ids::default()
-        }
-    }
+/// A request whose ids are logged on its RPC's span.
+pub trait RequestIds {
+    /// The ids this request names.
+    fn ids(&self) -> Ids;
+}
+
+/// Implements [`RequestIds`] for request types: `Type { span_field: request_field, … }`.
+macro_rules! request_ids {
+    ($($t:ty { $($field:ident: $src:ident),* };)*) => {
+        $(impl RequestIds for $t {
+            fn ids(&self) -> Ids {
+                Ids { $($field: self.$src.clone(),)* ..Ids::default() }
+            }
+        })*
+    };
+}
+
+request_ids! {
+    csi::GetPluginInfoRequest {};
+    csi::GetPluginCapabilitiesRequest {};
+    csi::ProbeRequest {};
+    csi::CreateVolumeRequest { name: name };
+    csi::DeleteVolumeRequest { volume: volume_id };
+    csi::ControllerPublishVolumeRequest { volume: volume_id, node: node_id };
+    csi::ControllerUnpublishVolumeRequest { volume: volume_id, node: node_id };
+    csi::ValidateVolumeCapabilitiesRequest { volume: volume_id };
+    csi::ListVolumesRequest {};
+    csi::GetCapacityRequest {};
+    csi::ControllerGetCapabilitiesRequest {};
+    csi::CreateSnapshotRequest { name: name, volume: source_volume_id };
+    csi::DeleteSnapshotRequest { snapshot: snapshot_id };
+    csi::ListSnapshotsRequest {};
+    csi::GetSnapshotRequest { snapshot: snapshot_id };
+    csi::ControllerExpandVolumeRequest { volume: volume_id };
+    csi::ControllerGetVolumeRequest { volume: volume_id };
+    csi::ControllerModifyVolumeRequest { volume: volume_id };
+    csi::GroupControllerGetCapabilitiesRequest {};
+    csi::CreateVolumeGroupSnapshotRequest { name: name };
+    csi::DeleteVolumeGroupSnapshotRequest { snapshot: group_snapshot_id };
+    csi::GetVolumeGroupSnapshotRequest { snapshot: group_snapshot_id };
+    csi::NodeStageVolumeRequest { volume: volume_id };
+    csi::NodeUnstageVolumeRequest { volume: volume_id };
+    csi::NodePublishVolumeRequest { volume: volume_id };
+    csi::NodeUnpublishVolumeRequest { volume: volume_id };
+    csi::NodeGetVolumeStatsRequest { volume: volume_id };
+    csi::NodeExpandVolumeRequest { volume: volume_id };
+    csi::NodeGetCapabilitiesRequest {};
+    csi::NodeGetInfoRequest {};
+}
+
+/// Serves one RPC: takes the request out of its envelope and runs `body`
+/// on it through [`run`], with the request's ids on the span.
+pub async fn serve<Req, T, F, Fut>(
+    method: &'static str,
+    request: Request<Req>,
+    body: F,
+) -> Result<Response<T>, Status>
+where
+    Req: RequestIds,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let req = request.into_inner();
+    let ids = req.ids();
+    run(method, ids, body(req)).await
 }
 
 /// Methods polled by sidecars every few seconds: logged at debug only.
@@ -51,7 +109,7 @@ fn is_chatty(method: &str) -> bool {
 }
 
 /// Runs one RPC body inside its span and turns the outcome into a response.
-pub async fn run<T, F>(method: &'static str, ids: Ids<'_>, body: F) -> Result<Response<T>, Status>
+pub async fn run<T, F>(method: &'static str, ids: Ids, body: F) -> Result<Response<T>, Status>
 where
     F: Future<Output = Result<T, Error>>,
 {
@@ -64,13 +122,13 @@ where
         name = field::Empty,
     );
     for (name, value) in [
-        ("volume_id", ids.volume),
-        ("node_id", ids.node),
-        ("snapshot_id", ids.snapshot),
-        ("name", ids.name),
+        ("volume_id", &ids.volume),
+        ("node_id", &ids.node),
+        ("snapshot_id", &ids.snapshot),
+        ("name", &ids.name),
     ] {
         if !value.is_empty() {
-            span.record(name, value);
+            span.record(name, value.as_str());
         }
     }
 

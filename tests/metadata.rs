@@ -10,16 +10,17 @@ use ebs_csi_driver::metadata::{Imds, Metadata, MetadataError, load_from};
 use ebs_csi_driver::options::Options;
 use support::{Ec2Sim, SimOptions};
 
-fn no_flags() -> Options {
+fn no_flags() -> ebs_csi_driver::metadata::MetadataConfig {
     // Explicit empty values so the test process's environment cannot fill them.
-    Options::try_parse_from([
+    let opts = Options::try_parse_from([
         "ebs-csi-driver",
         "--instance-id=",
         "--availability-zone=",
         "--instance-type=",
         "--region=",
     ])
-    .unwrap()
+    .unwrap();
+    ebs_csi_driver::driver::metadata_config(&opts)
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
     async fn lookup(&self, key: &str, gather: Duration) -> CloudResult<Option<V>> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut queue = self.queue.lock().expect("coalescer lock");
+            let mut queue = crate::sync::lock(&self.queue);
             let entry = queue.waiters.entry(key.to_string()).or_default();
             if entry.is_empty() {
                 queue.order.push(key.to_string());
@@ -118,7 +118,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
         }
         loop {
             let batch: Vec<(String, Vec<Waiter<V>>)> = {
-                let mut queue = self.queue.lock().expect("coalescer lock");
+                let mut queue = crate::sync::lock(&self.queue);
                 if queue.order.is_empty() {
                     queue.running = false;
                     return;

@@ -103,11 +103,9 @@ fn least_used_card(cards: u32, counts: &HashMap<u32, u32>) -> Option<u32> {
 }
 
 impl DeviceAllocator {
-    /// The allocator's state; a panic elsewhere while holding the lock
-    /// leaves it consistent (every update is one insert or remove), so a
-    /// poisoned lock is used as it is.
+    /// The allocator's state (poisoning ignored, see [`crate::sync`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeNames>> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.nodes)
     }
 
     /// Reserves a free name on `instance`, given what it has mapped and its

@@ -143,28 +143,3 @@ fn chain(err: &dyn std::error::Error) -> String {
 
 /// The cloud layer's result type.
 pub type CloudResult<T> = std::result::Result<T, CloudError>;
-
-impl From<CloudError> for crate::error::Error {
-    /// The default mapping of EC2 failures to CSI codes; operations that
-    /// know better (a NotFound that means "already deleted") match first.
-    fn from(err: CloudError) -> Self {
-        use crate::error::Error;
-        match err {
-            CloudError::NotFound(m) => Error::NotFound(m),
-            CloudError::InUse(m) | CloudError::ZoneMismatch(m) | CloudError::IncorrectState(m) => {
-                Error::FailedPrecondition(m)
-            }
-            CloudError::DeviceInUse(m) | CloudError::Throttled(m) | CloudError::Unavailable(m) => {
-                Error::Unavailable(m)
-            }
-            CloudError::IdempotentParameterMismatch(m) => Error::AlreadyExists(m),
-            CloudError::InvalidParameter(m) => Error::InvalidArgument(m),
-            CloudError::Unauthorized(m) => Error::FailedPrecondition(format!(
-                "{m} (check the driver's IAM policy, see docs/iam-policy.json)"
-            )),
-            CloudError::LimitExceeded(m) => Error::ResourceExhausted(m),
-            CloudError::Timeout(m) => Error::DeadlineExceeded(m),
-            CloudError::Other(m) => Error::Internal(m),
-        }
-    }
-}

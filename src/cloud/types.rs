@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+pub use super::ids::{InstanceId, SnapshotId, VolumeId};
+pub use super::volume_type::{IopsLimits, TypeLimits, VolumeType};
+
 /// Lifecycle state of a volume, as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeState {
@@ -78,7 +81,7 @@ impl AttachState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
     /// The instance (CSI node id).
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     /// Device name it was attached as (`/dev/xvdba`).
     pub device: String,
     /// Attachment state.
@@ -89,13 +92,13 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
     /// `vol-…`
-    pub id: String,
+    pub id: VolumeId,
     /// Size in GiB.
     pub size_gib: i64,
     /// Availability zone.
     pub zone: String,
-    /// EBS type (`gp3`, `io2`, …).
-    pub volume_type: String,
+    /// EBS type.
+    pub volume_type: VolumeType,
     /// Provisioned IOPS, when the type has them.
     pub iops: Option<i64>,
     /// Provisioned throughput in MiB/s (gp3).
@@ -105,7 +108,7 @@ pub struct Volume {
     /// KMS key, when encrypted with a given key.
     pub kms_key_id: Option<String>,
     /// Snapshot it was created from.
-    pub snapshot_id: Option<String>,
+    pub snapshot_id: Option<SnapshotId>,
     /// Whether io2 multi-attach is enabled.
     pub multi_attach: bool,
     /// Lifecycle state.
@@ -120,18 +123,27 @@ pub struct Volume {
 
 impl Volume {
     /// The attachment to `instance_id`, if any.
-    pub fn attachment_to(&self, instance_id: &str) -> Option<&Attachment> {
+    pub fn attachment_to(&self, instance_id: &InstanceId) -> Option<&Attachment> {
         self.attachments
             .iter()
-            .find(|a| a.instance_id == instance_id && a.state != AttachState::Detached)
+            .find(|a| a.instance_id == *instance_id && a.state != AttachState::Detached)
     }
 
     /// Instances the volume is attached (or attaching) to.
-    pub fn attached_instances(&self) -> Vec<String> {
+    pub fn attached_instances(&self) -> Vec<InstanceId> {
         self.attachments
             .iter()
             .filter(|a| a.state != AttachState::Detached)
             .map(|a| a.instance_id.clone())
+            .collect()
+    }
+
+    /// [`attached_instances`](Self::attached_instances) as text, for CSI
+    /// answers and messages.
+    pub fn attached_instance_names(&self) -> Vec<String> {
+        self.attached_instances()
+            .iter()
+            .map(ToString::to_string)
             .collect()
     }
 }
@@ -144,7 +156,7 @@ pub struct VolumeSpec {
     /// Size in GiB.
     pub size_gib: i64,
     /// EBS type.
-    pub volume_type: String,
+    pub volume_type: VolumeType,
     /// Provisioned IOPS.
     pub iops: Option<i64>,
     /// Provisioned throughput, MiB/s.
@@ -154,7 +166,7 @@ pub struct VolumeSpec {
     /// KMS key for encryption.
     pub kms_key_id: Option<String>,
     /// Source snapshot.
-    pub snapshot_id: Option<String>,
+    pub snapshot_id: Option<SnapshotId>,
     /// Enable io2 multi-attach.
     pub multi_attach: bool,
     /// Tags applied at creation (TagSpecifications).
@@ -167,7 +179,7 @@ pub struct VolumeSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     /// `i-…`
-    pub id: String,
+    pub id: InstanceId,
     /// Availability zone.
     pub zone: String,
     /// Instance type.
@@ -187,7 +199,7 @@ pub struct BlockDevice {
     /// Device name (`/dev/xvda`, `/dev/sdf`).
     pub name: String,
     /// The EBS volume, when EC2 names one.
-    pub volume_id: Option<String>,
+    pub volume_id: Option<VolumeId>,
     /// The EBS card it is attached on (multi-card instances only).
     pub card: Option<u32>,
 }
@@ -235,9 +247,9 @@ impl SnapshotState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// `snap-…`
-    pub id: String,
+    pub id: SnapshotId,
     /// Source volume.
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     /// Size of the source volume, GiB.
     pub size_gib: i64,
     /// State.
@@ -285,13 +297,13 @@ impl ModificationState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Modification {
     /// The volume.
-    pub volume_id: String,
+    pub volume_id: VolumeId,
     /// State.
     pub state: ModificationState,
     /// Target size, GiB.
     pub target_size_gib: Option<i64>,
     /// Target type.
-    pub target_type: Option<String>,
+    pub target_type: Option<VolumeType>,
     /// Target IOPS.
     pub target_iops: Option<i64>,
     /// Target throughput.
@@ -304,7 +316,7 @@ pub struct ModifySpec {
     /// New size, GiB.
     pub size_gib: Option<i64>,
     /// New type.
-    pub volume_type: Option<String>,
+    pub volume_type: Option<VolumeType>,
     /// New IOPS.
     pub iops: Option<i64>,
     /// New throughput.
@@ -319,6 +331,48 @@ impl ModifySpec {
             && self.iops.is_none()
             && self.throughput.is_none()
     }
+}
+
+/// The two lock modes of EBS snapshot locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Users with IAM permission may unlock or shorten the lock.
+    Governance,
+    /// Nobody may delete the snapshot until the lock expires (after an
+    /// optional cool-off period).
+    Compliance,
+}
+
+impl LockMode {
+    /// Parses a mode name, case-insensitively.
+    pub fn parse(name: &str) -> Option<LockMode> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "governance" => Some(LockMode::Governance),
+            "compliance" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+
+    /// EC2's name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "governance",
+            LockMode::Compliance => "compliance",
+        }
+    }
+}
+
+/// A snapshot lock request (LockSnapshot).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotLock {
+    /// The mode.
+    pub mode: LockMode,
+    /// Lock duration in days.
+    pub duration_days: Option<i32>,
+    /// Expiration date (RFC 3339).
+    pub expiration_date: Option<String>,
+    /// Cool-off period in hours (compliance mode).
+    pub cool_off_hours: Option<i32>,
 }
 
 /// One page of a listing.

@@ -5,7 +5,7 @@ use crate::csi::volume_capability::AccessType;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::error::{Error, Result};
 
-use super::params::FS_TYPES;
+use crate::contract::format::FsType;
 
 /// Whether the capability asks for raw block access.
 pub fn is_block(cap: &csi::VolumeCapability) -> bool {
@@ -20,15 +20,16 @@ pub fn mode(cap: &csi::VolumeCapability) -> Mode {
         .unwrap_or(Mode::Unknown)
 }
 
-/// Why a capability cannot be honoured, or None when it can. `io2` tells
-/// whether multi-attach is possible (io2 only, block only).
-pub fn unsupported(cap: &csi::VolumeCapability, io2: Option<bool>) -> Option<String> {
+/// Why a capability cannot be honoured, or None when it can.
+/// `multi_attach` tells whether the volume can be multi-attached (an io2
+/// volume with multi-attach), None when that is not known yet.
+pub fn unsupported(cap: &csi::VolumeCapability, multi_attach: Option<bool>) -> Option<String> {
     let Some(access_type) = &cap.access_type else {
         return Some("volume capability has no access type (mount or block)".into());
     };
     if let AccessType::Mount(mount) = access_type
         && !mount.fs_type.is_empty()
-        && !FS_TYPES.contains(&mount.fs_type.to_ascii_lowercase().as_str())
+        && FsType::parse(&mount.fs_type).is_none()
     {
         return Some(format!(
             "filesystem {:?} is not supported (ext4, xfs, ext3, ext2)",
@@ -40,7 +41,7 @@ pub fn unsupported(cap: &csi::VolumeCapability, io2: Option<bool>) -> Option<Str
         | Mode::SingleNodeReaderOnly
         | Mode::SingleNodeSingleWriter
         | Mode::SingleNodeMultiWriter => None,
-        Mode::MultiNodeMultiWriter if is_block(cap) && io2 != Some(false) => None,
+        Mode::MultiNodeMultiWriter if is_block(cap) && multi_attach != Some(false) => None,
         Mode::MultiNodeMultiWriter if is_block(cap) => {
             Some("MULTI_NODE_MULTI_WRITER needs an io2 volume (EBS multi-attach)".into())
         }
@@ -56,7 +57,7 @@ pub fn unsupported(cap: &csi::VolumeCapability, io2: Option<bool>) -> Option<Str
 
 /// Checks every capability of a request; InvalidArgument naming the first
 /// that cannot be honoured.
-pub fn check_all(caps: &[csi::VolumeCapability], io2: Option<bool>) -> Result<()> {
+pub fn check_all(caps: &[csi::VolumeCapability], multi_attach: Option<bool>) -> Result<()> {
     if caps.is_empty() {
         return Err(Error::missing("volume_capabilities"));
     }
@@ -64,7 +65,7 @@ pub fn check_all(caps: &[csi::VolumeCapability], io2: Option<bool>) -> Result<()
         if cap.access_mode.is_none() {
             return Err(Error::missing("volume_capability.access_mode"));
         }
-        if let Some(why) = unsupported(cap, io2) {
+        if let Some(why) = unsupported(cap, multi_attach) {
             return Err(Error::InvalidArgument(why));
         }
     }

@@ -7,25 +7,22 @@
 //! Needs `ec2:CreateSnapshots` beyond the contract policy (see
 //! docs/iam-policy-optional.json).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use super::Ctl;
 use super::snapshot_params::SnapshotParams;
-use super::snapshots::{finish_snapshot, is_snapshot_id, snapshot_tags, to_csi};
-use super::{Ctl, is_volume_id};
-use crate::cloud::{Snapshot, SnapshotState};
+use super::snapshots::{finish_snapshot, to_csi};
+use crate::cloud::{Cloud, CloudError, InstanceId, Snapshot, SnapshotId, SnapshotState, VolumeId};
+use crate::contract::tags;
 use crate::csi;
 use crate::csi::group_controller_server::GroupController;
 use crate::error::{Error, Result};
-use crate::rpc::{self, Ids};
-
-/// Tag naming the group a snapshot belongs to (CSI name).
-pub const GROUP_NAME_TAG: &str = "CSIVolumeGroupSnapshotName";
-/// Tag carrying the group snapshot id we report.
-pub const GROUP_ID_TAG: &str = "CSIVolumeGroupSnapshotId";
+use crate::rpc;
 
 /// The group snapshot id of a group name: stable, so retries agree.
 pub fn group_id(name: &str) -> String {
@@ -48,6 +45,72 @@ fn respond(id: &str, snaps: &[Snapshot]) -> csi::VolumeGroupSnapshot {
     }
 }
 
+/// Where a group's volume is attached.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Placement {
+    /// Nowhere.
+    NotAttached,
+    /// To one instance.
+    On(InstanceId),
+    /// To several (io2 multi-attach).
+    Shared(Vec<InstanceId>),
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::NotAttached => f.write_str("not attached"),
+            Placement::On(i) => write!(f, "{i}"),
+            Placement::Shared(many) => {
+                let names: Vec<String> = many.iter().map(ToString::to_string).collect();
+                f.write_str(&names.join("+"))
+            }
+        }
+    }
+}
+
+/// The one instance every volume is attached to: EC2 takes a
+/// crash-consistent set only there. FailedPrecondition naming where each
+/// volume is otherwise; NotFound for a volume that does not exist.
+async fn common_instance(
+    cloud: &dyn Cloud,
+    wanted: &[String],
+) -> Result<(InstanceId, Vec<VolumeId>)> {
+    let mut ids = Vec::new();
+    for vol in wanted {
+        let id = VolumeId::parse(vol)
+            .ok_or_else(|| Error::NotFound(format!("source volume {vol:?} does not exist")))?;
+        ids.push(id);
+    }
+    // Concurrent lookups share one coalesced DescribeVolumes.
+    let found = join_all(ids.iter().map(|id| cloud.volume(id))).await;
+    let mut placement: BTreeMap<Placement, Vec<String>> = BTreeMap::new();
+    for (id, volume) in ids.iter().zip(found) {
+        let v = volume?.ok_or_else(|| {
+            Error::NotFound(format!("source volume {:?} does not exist", id.as_str()))
+        })?;
+        let at = match v.attached_instances().as_slice() {
+            [] => Placement::NotAttached,
+            [one] => Placement::On(one.clone()),
+            many => Placement::Shared(many.to_vec()),
+        };
+        placement.entry(at).or_default().push(id.to_string());
+    }
+    match placement.keys().next() {
+        Some(Placement::On(instance)) if placement.len() == 1 => Ok((instance.clone(), ids)),
+        _ => {
+            let parts: Vec<String> = placement
+                .iter()
+                .map(|(at, v)| format!("{} on {at}", v.join(", ")))
+                .collect();
+            Err(Error::FailedPrecondition(format!(
+                "EC2 takes a crash-consistent group snapshot only of volumes attached to one instance: {}",
+                parts.join("; ")
+            )))
+        }
+    }
+}
+
 async fn create(
     ctl: &Ctl,
     req: csi::CreateVolumeGroupSnapshotRequest,
@@ -66,9 +129,9 @@ async fn create(
     wanted.sort();
     wanted.dedup();
 
-    let existing = cloud.snapshots_tagged(GROUP_NAME_TAG, &req.name).await?;
+    let existing = cloud.snapshots_tagged(tags::GROUP_NAME, &req.name).await?;
     if !existing.is_empty() {
-        let mut have: Vec<String> = existing.iter().map(|s| s.volume_id.clone()).collect();
+        let mut have: Vec<String> = existing.iter().map(|s| s.volume_id.to_string()).collect();
         have.sort();
         if have != wanted {
             return Err(Error::AlreadyExists(format!(
@@ -83,44 +146,16 @@ async fn create(
         });
     }
 
-    // Where is each volume attached?
-    let mut placement: HashMap<String, Vec<String>> = HashMap::new();
-    for vol in &wanted {
-        let missing = || Error::NotFound(format!("source volume {vol:?} does not exist"));
-        if !is_volume_id(vol) {
-            return Err(missing());
-        }
-        let v = cloud.volume(vol).await?.ok_or_else(missing)?;
-        let key = match v.attached_instances().as_slice() {
-            [one] => one.clone(),
-            [] => "not attached".to_string(),
-            many => many.join("+"),
-        };
-        placement.entry(key).or_default().push(vol.clone());
-    }
-    let instance = match placement.keys().next() {
-        Some(i) if placement.len() == 1 && i.starts_with("i-") && !i.contains('+') => i.clone(),
-        _ => {
-            let mut parts: Vec<String> = placement
-                .iter()
-                .map(|(i, v)| format!("{} on {i}", v.join(", ")))
-                .collect();
-            parts.sort();
-            return Err(Error::FailedPrecondition(format!(
-                "EC2 takes a crash-consistent group snapshot only of volumes attached to one instance: {}",
-                parts.join("; ")
-            )));
-        }
-    };
-    let mut tags = snapshot_tags(ctl, &req.name, &params.tags);
+    let (instance, volumes) = common_instance(cloud.as_ref(), &wanted).await?;
+    let mut snapshot_tags = super::tags::snapshot_tags(ctl.tags.common(), &req.name, &params.tags);
     // The per-snapshot name tag would be the same on every member; the
     // group tags identify them instead.
-    tags.retain(|(k, _)| k != crate::cloud::ec2::SNAPSHOT_NAME_TAG);
-    tags.push((GROUP_NAME_TAG.to_string(), req.name.clone()));
-    tags.push((GROUP_ID_TAG.to_string(), gid.clone()));
+    snapshot_tags.retain(|(k, _)| k != tags::SNAPSHOT_NAME);
+    snapshot_tags.push((tags::GROUP_NAME.to_string(), req.name.clone()));
+    snapshot_tags.push((tags::GROUP_ID.to_string(), gid.clone()));
     let description = format!("Created by ebs.csi.aws.com for group {}", req.name);
     let snaps = cloud
-        .create_snapshots(&instance, &wanted, &description, &tags)
+        .create_snapshots(&instance, &volumes, &description, &snapshot_tags)
         .await?;
     tracing::info!(group = %gid, %instance, count = snaps.len(), "group snapshot started");
     for snap in &snaps {
@@ -135,15 +170,14 @@ async fn create(
 async fn members(ctl: &Ctl, gid: &str, ids: &[String]) -> Result<Vec<Snapshot>> {
     let cloud = ctl.cloud()?;
     if ids.is_empty() {
-        return Ok(cloud.snapshots_tagged(GROUP_ID_TAG, gid).await?);
+        return Ok(cloud.snapshots_tagged(tags::GROUP_ID, gid).await?);
     }
+    // Concurrent lookups share one coalesced DescribeSnapshots.
+    let ids: Vec<SnapshotId> = ids.iter().filter_map(|id| SnapshotId::parse(id)).collect();
+    let found = join_all(ids.iter().map(|id| cloud.snapshot(id))).await;
     let mut out = Vec::new();
-    for id in ids {
-        if is_snapshot_id(id)
-            && let Some(s) = cloud.snapshot(id).await?
-        {
-            out.push(s);
-        }
+    for s in found {
+        out.extend(s?);
     }
     Ok(out)
 }
@@ -161,7 +195,7 @@ async fn delete(
         .claim(&req.group_snapshot_id, "group snapshot")?;
     for snap in members(ctl, &req.group_snapshot_id, &req.snapshot_ids).await? {
         match cloud.delete_snapshot(&snap.id).await {
-            Ok(()) | Err(crate::cloud::CloudError::NotFound(_)) => {}
+            Ok(()) | Err(CloudError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -205,10 +239,10 @@ impl GroupService {
 impl GroupController for GroupService {
     async fn group_controller_get_capabilities(
         &self,
-        _request: Request<csi::GroupControllerGetCapabilitiesRequest>,
+        request: Request<csi::GroupControllerGetCapabilitiesRequest>,
     ) -> std::result::Result<Response<csi::GroupControllerGetCapabilitiesResponse>, Status> {
         use csi::group_controller_service_capability::{Rpc, Type, rpc::Type as Cap};
-        rpc::run("GroupControllerGetCapabilities", Ids::default(), async {
+        rpc::serve("GroupControllerGetCapabilities", request, |_| async {
             Ok(csi::GroupControllerGetCapabilitiesResponse {
                 capabilities: vec![csi::GroupControllerServiceCapability {
                     r#type: Some(Type::Rpc(Rpc {
@@ -224,16 +258,9 @@ impl GroupController for GroupService {
         &self,
         request: Request<csi::CreateVolumeGroupSnapshotRequest>,
     ) -> std::result::Result<Response<csi::CreateVolumeGroupSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let name = req.name.clone();
-        rpc::run(
-            "CreateVolumeGroupSnapshot",
-            Ids {
-                name: &name,
-                ..Ids::default()
-            },
-            create(&self.ctl, req),
-        )
+        rpc::serve("CreateVolumeGroupSnapshot", request, |r| {
+            create(&self.ctl, r)
+        })
         .await
     }
 
@@ -241,16 +268,9 @@ impl GroupController for GroupService {
         &self,
         request: Request<csi::DeleteVolumeGroupSnapshotRequest>,
     ) -> std::result::Result<Response<csi::DeleteVolumeGroupSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.group_snapshot_id.clone();
-        rpc::run(
-            "DeleteVolumeGroupSnapshot",
-            Ids {
-                snapshot: &id,
-                ..Ids::default()
-            },
-            delete(&self.ctl, req),
-        )
+        rpc::serve("DeleteVolumeGroupSnapshot", request, |r| {
+            delete(&self.ctl, r)
+        })
         .await
     }
 
@@ -258,16 +278,6 @@ impl GroupController for GroupService {
         &self,
         request: Request<csi::GetVolumeGroupSnapshotRequest>,
     ) -> std::result::Result<Response<csi::GetVolumeGroupSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.group_snapshot_id.clone();
-        rpc::run(
-            "GetVolumeGroupSnapshot",
-            Ids {
-                snapshot: &id,
-                ..Ids::default()
-            },
-            get(&self.ctl, req),
-        )
-        .await
+        rpc::serve("GetVolumeGroupSnapshot", request, |r| get(&self.ctl, r)).await
     }
 }

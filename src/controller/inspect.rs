@@ -2,8 +2,8 @@
 //! ControllerGetVolume.
 
 use super::topology::{gib_to_bytes, volume_topology};
-use super::{Ctl, caps, is_volume_id};
-use crate::cloud::{Volume, VolumeState};
+use super::{Ctl, caps};
+use crate::cloud::{Volume, VolumeId, VolumeState};
 use crate::csi;
 use crate::error::{Error, Result};
 
@@ -20,7 +20,7 @@ pub async fn validate(
         return Err(Error::missing("volume_capabilities"));
     }
     let volume = lookup(ctl, &req.volume_id).await?;
-    let multi = volume.volume_type == "io2" && volume.multi_attach;
+    let multi = volume.volume_type.multi_attach() && volume.multi_attach;
     let refused: Vec<String> = req
         .volume_capabilities
         .iter()
@@ -44,14 +44,14 @@ pub async fn validate(
     }
 }
 
-async fn lookup(ctl: &Ctl, id: &str) -> Result<Volume> {
-    if !is_volume_id(id) {
-        return Err(Error::NotFound(format!(
-            "volume {id:?} does not exist (not an EBS volume id)"
-        )));
-    }
+async fn lookup(ctl: &Ctl, text: &str) -> Result<Volume> {
+    let id = VolumeId::parse(text).ok_or_else(|| {
+        Error::NotFound(format!(
+            "volume {text:?} does not exist (not an EBS volume id)"
+        ))
+    })?;
     ctl.cloud()?
-        .volume(id)
+        .volume(&id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
 }
@@ -68,7 +68,7 @@ fn condition(v: &Volume) -> csi::VolumeCondition {
 fn entry_volume(v: &Volume) -> csi::Volume {
     csi::Volume {
         capacity_bytes: gib_to_bytes(v.size_gib),
-        volume_id: v.id.clone(),
+        volume_id: v.id.to_string(),
         accessible_topology: volume_topology(&v.zone),
         ..csi::Volume::default()
     }
@@ -84,7 +84,7 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
             req.max_entries
         )));
     }
-    if !req.starting_token.is_empty() && !is_volume_id(&req.starting_token) {
+    if !req.starting_token.is_empty() && VolumeId::parse(&req.starting_token).is_none() {
         return Err(Error::Aborted(format!(
             "starting_token {:?} was not issued by this driver",
             req.starting_token
@@ -92,8 +92,9 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
     }
     let mut volumes = ctl.cloud()?.list_volumes().await?;
     volumes.sort_by(|a, b| a.id.cmp(&b.id));
-    let start =
-        volumes.partition_point(|v| !req.starting_token.is_empty() && v.id <= req.starting_token);
+    let start = volumes.partition_point(|v| {
+        !req.starting_token.is_empty() && v.id.as_str() <= req.starting_token.as_str()
+    });
     let rest = &volumes[start..];
     let take = if req.max_entries == 0 {
         rest.len()
@@ -102,7 +103,7 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
     };
     let page = &rest[..take];
     let next_token = if take < rest.len() {
-        page.last().map(|v| v.id.clone()).unwrap_or_default()
+        page.last().map(|v| v.id.to_string()).unwrap_or_default()
     } else {
         String::new()
     };
@@ -112,7 +113,7 @@ pub async fn list(ctl: &Ctl, req: csi::ListVolumesRequest) -> Result<csi::ListVo
             .map(|v| csi::list_volumes_response::Entry {
                 volume: Some(entry_volume(v)),
                 status: Some(csi::list_volumes_response::VolumeStatus {
-                    published_node_ids: v.attached_instances(),
+                    published_node_ids: v.attached_instance_names(),
                     volume_condition: Some(condition(v)),
                 }),
             })
@@ -134,7 +135,7 @@ pub async fn get(
     Ok(csi::ControllerGetVolumeResponse {
         volume: Some(entry_volume(&v)),
         status: Some(csi::controller_get_volume_response::VolumeStatus {
-            published_node_ids: v.attached_instances(),
+            published_node_ids: v.attached_instance_names(),
             volume_condition: Some(condition(&v)),
         }),
     })

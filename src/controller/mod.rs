@@ -7,6 +7,7 @@
 pub mod caps;
 pub mod group;
 pub mod inspect;
+pub mod modifier;
 pub mod modify;
 pub mod params;
 pub mod publish;
@@ -28,7 +29,7 @@ use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::rpc::Type as Cap;
 use crate::error::Result as CsiResult;
 use crate::readiness::Slot;
-use crate::rpc::{self, Ids};
+use crate::rpc;
 use params::VolumeParams;
 use tags::DriverTags;
 
@@ -74,7 +75,7 @@ pub struct Ctl {
     /// Wait bounds.
     pub timeouts: Timeouts,
     /// Merges and serialises modifications per volume.
-    pub modifier: modify::Modifier,
+    pub modifier: modifier::Modifier,
 }
 
 impl Ctl {
@@ -95,20 +96,8 @@ impl Ctl {
 
     /// Tags of a new volume named `name`.
     pub fn volume_tags(&self, name: &str, params: &VolumeParams) -> Vec<(String, String)> {
-        volumes::volume_tags(self.tags.common(), name, params)
+        tags::volume_tags(self.tags.common(), name, params)
     }
-}
-
-/// Whether `id` looks like an EBS volume id (`vol-` and hex).
-pub fn is_volume_id(id: &str) -> bool {
-    id.strip_prefix("vol-")
-        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// Whether `id` looks like an EC2 instance id (`i-` and hex).
-pub fn is_instance_id(id: &str) -> bool {
-    id.strip_prefix("i-")
-        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The Controller service.
@@ -145,51 +134,32 @@ pub const CAPABILITIES: [Cap; 12] = [
     Cap::SingleNodeMultiWriter,
 ];
 
+/// The Controller RPCs: each runs its module's function through
+/// [`rpc::serve`] (span with the request's ids, logging, metrics, the one
+/// Error → Status conversion).
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn create_volume(
         &self,
         request: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let name = req.name.clone();
-        let ids = Ids {
-            name: &name,
-            ..Ids::default()
-        };
-        rpc::run("CreateVolume", ids, volumes::create(&self.ctl, req)).await
+        rpc::serve("CreateVolume", request, |r| volumes::create(&self.ctl, r)).await
     }
 
     async fn delete_volume(
         &self,
         request: Request<csi::DeleteVolumeRequest>,
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "DeleteVolume",
-            Ids::volume(&id),
-            volumes::delete(&self.ctl, req),
-        )
-        .await
+        rpc::serve("DeleteVolume", request, |r| volumes::delete(&self.ctl, r)).await
     }
 
     async fn controller_publish_volume(
         &self,
         request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let (v, n) = (req.volume_id.clone(), req.node_id.clone());
-        let ids = Ids {
-            volume: &v,
-            node: &n,
-            ..Ids::default()
-        };
-        rpc::run(
-            "ControllerPublishVolume",
-            ids,
-            publish::publish(&self.ctl, req),
-        )
+        rpc::serve("ControllerPublishVolume", request, |r| {
+            publish::publish(&self.ctl, r)
+        })
         .await
     }
 
@@ -197,18 +167,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let (v, n) = (req.volume_id.clone(), req.node_id.clone());
-        let ids = Ids {
-            volume: &v,
-            node: &n,
-            ..Ids::default()
-        };
-        rpc::run(
-            "ControllerUnpublishVolume",
-            ids,
-            publish::unpublish(&self.ctl, req),
-        )
+        rpc::serve("ControllerUnpublishVolume", request, |r| {
+            publish::unpublish(&self.ctl, r)
+        })
         .await
     }
 
@@ -216,13 +177,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "ValidateVolumeCapabilities",
-            Ids::volume(&id),
-            inspect::validate(&self.ctl, req),
-        )
+        rpc::serve("ValidateVolumeCapabilities", request, |r| {
+            inspect::validate(&self.ctl, r)
+        })
         .await
     }
 
@@ -230,12 +187,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ListVolumesRequest>,
     ) -> Result<Response<csi::ListVolumesResponse>, Status> {
-        rpc::run(
-            "ListVolumes",
-            Ids::default(),
-            inspect::list(&self.ctl, request.into_inner()),
-        )
-        .await
+        rpc::serve("ListVolumes", request, |r| inspect::list(&self.ctl, r)).await
     }
 
     async fn get_capacity(
@@ -247,9 +199,9 @@ impl Controller for ControllerService {
 
     async fn controller_get_capabilities(
         &self,
-        _request: Request<csi::ControllerGetCapabilitiesRequest>,
+        request: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
-        rpc::run("ControllerGetCapabilities", Ids::default(), async {
+        rpc::serve("ControllerGetCapabilities", request, |_| async {
             Ok(csi::ControllerGetCapabilitiesResponse {
                 capabilities: CAPABILITIES
                     .iter()
@@ -268,65 +220,43 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let (name, vol) = (req.name.clone(), req.source_volume_id.clone());
-        let ids = Ids {
-            name: &name,
-            volume: &vol,
-            ..Ids::default()
-        };
-        rpc::run("CreateSnapshot", ids, snapshots::create(&self.ctl, req)).await
+        rpc::serve("CreateSnapshot", request, |r| {
+            snapshots::create(&self.ctl, r)
+        })
+        .await
     }
 
     async fn delete_snapshot(
         &self,
         request: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.snapshot_id.clone();
-        let ids = Ids {
-            snapshot: &id,
-            ..Ids::default()
-        };
-        rpc::run("DeleteSnapshot", ids, snapshots::delete(&self.ctl, req)).await
+        rpc::serve("DeleteSnapshot", request, |r| {
+            snapshots::delete(&self.ctl, r)
+        })
+        .await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        rpc::run(
-            "ListSnapshots",
-            Ids::default(),
-            snapshots::list(&self.ctl, request.into_inner()),
-        )
-        .await
+        rpc::serve("ListSnapshots", request, |r| snapshots::list(&self.ctl, r)).await
     }
 
     async fn get_snapshot(
         &self,
         request: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.snapshot_id.clone();
-        let ids = Ids {
-            snapshot: &id,
-            ..Ids::default()
-        };
-        rpc::run("GetSnapshot", ids, snapshots::get(&self.ctl, req)).await
+        rpc::serve("GetSnapshot", request, |r| snapshots::get(&self.ctl, r)).await
     }
 
     async fn controller_expand_volume(
         &self,
         request: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "ControllerExpandVolume",
-            Ids::volume(&id),
-            modify::expand(&self.ctl, req),
-        )
+        rpc::serve("ControllerExpandVolume", request, |r| {
+            modify::expand(&self.ctl, r)
+        })
         .await
     }
 
@@ -334,13 +264,9 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "ControllerGetVolume",
-            Ids::volume(&id),
-            inspect::get(&self.ctl, req),
-        )
+        rpc::serve("ControllerGetVolume", request, |r| {
+            inspect::get(&self.ctl, r)
+        })
         .await
     }
 
@@ -348,13 +274,12 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "ControllerModifyVolume",
-            Ids::volume(&id),
-            modify::modify(&self.ctl, req),
-        )
+        rpc::serve("ControllerModifyVolume", request, |r| {
+            modify::modify(&self.ctl, r)
+        })
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

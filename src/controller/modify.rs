@@ -1,30 +1,17 @@
-//! ControllerExpandVolume and ControllerModifyVolume.
-//!
-//! EC2 allows one modification per volume at a time. Requests for the same
-//! volume that arrive together (the resizer's expand and a
-//! VolumeAttributesClass change) are merged into one ModifyVolume; a
-//! modification already under way is waited out, not failed.
+//! ControllerExpandVolume and ControllerModifyVolume, and the mutable
+//! parameters of a VolumeAttributesClass. The ModifyVolume calls themselves
+//! go through [`super::modifier::Modifier`], which merges them per volume.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::oneshot;
-
+use super::Ctl;
 use super::caps;
 use super::params::{VolumeParams, parse_int};
 use super::tags::{TagContext, check_tag, parse_specifications};
 use super::topology::{gib_to_bytes, round_up_gib};
-use super::{Ctl, is_volume_id};
-use crate::cloud::wait::poll;
-use crate::cloud::{Cloud, CloudError, ModificationState, ModifySpec};
+use crate::cloud::{ModifySpec, VolumeId, VolumeType};
 use crate::csi;
 use crate::error::{Error, Result};
-
-/// How long a new modification waits for others to merge with.
-const MERGE_WINDOW: Duration = Duration::from_millis(200);
-/// ModifyVolume attempts while EC2 says a modification is in progress.
-const BUSY_ATTEMPTS: u32 = 5;
 
 /// Parsed mutable parameters (VolumeAttributesClass).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -46,7 +33,7 @@ impl MutableParams {
         keys.sort();
         for (key, value) in keys {
             match key.to_ascii_lowercase().as_str() {
-                "type" => p.spec.volume_type = Some(value.trim().to_ascii_lowercase()),
+                "type" => p.spec.volume_type = Some(parse_mutable_type(key, value)?),
                 "iops" => p.spec.iops = Some(parse_int(key, value)?),
                 "throughput" => p.spec.throughput = Some(parse_int(key, value)?),
                 k if k.starts_with("tagspecification_") => templates.push((key, value)),
@@ -63,19 +50,12 @@ impl MutableParams {
             }
         }
         p.add_tags = parse_specifications(&templates, &TagContext::default())?;
-        if let Some(t) = &p.spec.volume_type
-            && super::params::limits(t).is_none()
-        {
-            return Err(Error::InvalidArgument(format!(
-                "mutable parameter type: {t:?} is not an EBS volume type"
-            )));
-        }
         Ok(p)
     }
 
     /// Checks the performance change against the target type's limits for
     /// a volume of `size_gib` currently of `current_type`.
-    pub fn check(&self, current_type: &str, size_gib: i64) -> Result<()> {
+    pub fn check(&self, current_type: &VolumeType, size_gib: i64) -> Result<()> {
         if self.spec.iops.is_none() && self.spec.throughput.is_none() {
             return Ok(());
         }
@@ -84,7 +64,7 @@ impl MutableParams {
                 .spec
                 .volume_type
                 .clone()
-                .unwrap_or_else(|| current_type.to_string()),
+                .unwrap_or_else(|| current_type.clone()),
             iops: self.spec.iops,
             throughput: self.spec.throughput,
             ..VolumeParams::default()
@@ -93,202 +73,15 @@ impl MutableParams {
     }
 }
 
-#[derive(Default)]
-struct Pending {
-    spec: ModifySpec,
-    waiters: Vec<oneshot::Sender<Result<()>>>,
-}
-
-#[derive(Default)]
-struct VolumeQueue {
-    next: Option<Pending>,
-    running: bool,
-}
-
-/// Serialises and merges modifications per volume.
-#[derive(Default, Clone)]
-pub struct Modifier {
-    volumes: Arc<Mutex<HashMap<String, VolumeQueue>>>,
-}
-
-/// Merges `add` into `into`; None when they ask for different values.
-fn merge(into: &mut ModifySpec, add: &ModifySpec) -> std::result::Result<(), String> {
-    fn one<T: PartialEq + Clone + std::fmt::Debug>(
-        what: &str,
-        a: &mut Option<T>,
-        b: &Option<T>,
-    ) -> std::result::Result<(), String> {
-        match (a.as_ref(), b) {
-            (Some(x), Some(y)) if x != y => {
-                Err(format!("{what} {x:?} and {y:?} requested at once"))
-            }
-            (None, Some(y)) => {
-                *a = Some(y.clone());
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-    if let Some(size) = add.size_gib {
-        into.size_gib = Some(into.size_gib.map_or(size, |s| s.max(size)));
-    }
-    one("type", &mut into.volume_type, &add.volume_type)?;
-    one("iops", &mut into.iops, &add.iops)?;
-    one("throughput", &mut into.throughput, &add.throughput)
-}
-
-impl Modifier {
-    /// Applies `spec` to `vol`, merged with concurrent requests for it.
-    pub async fn modify(
-        &self,
-        cloud: Arc<dyn Cloud>,
-        timeout: Duration,
-        vol: &str,
-        spec: ModifySpec,
-    ) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut vols = self.volumes.lock().expect("modifier lock");
-            let queue = vols.entry(vol.to_string()).or_default();
-            let pending = queue.next.get_or_insert_with(Pending::default);
-            merge(&mut pending.spec, &spec).map_err(|why| {
-                Error::Aborted(format!(
-                    "volume {vol}: {why}; retry after the first completes"
-                ))
-            })?;
-            pending.waiters.push(tx);
-            !std::mem::replace(&mut queue.running, true)
-        };
-        if start {
-            tokio::spawn(self.clone().run(cloud, timeout, vol.to_string()));
-        }
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::Internal(format!(
-                "modification of {vol} was dropped"
-            )))
-        })
-    }
-
-    async fn run(self, cloud: Arc<dyn Cloud>, timeout: Duration, vol: String) {
-        loop {
-            tokio::time::sleep(MERGE_WINDOW).await;
-            let pending = {
-                let mut vols = self.volumes.lock().expect("modifier lock");
-                let queue = vols.get_mut(&vol).expect("queue of a running volume");
-                match queue.next.take() {
-                    Some(p) => p,
-                    None => {
-                        vols.remove(&vol);
-                        return;
-                    }
-                }
-            };
-            let result = apply(cloud.as_ref(), timeout, &vol, &pending.spec).await;
-            for waiter in pending.waiters {
-                let _ = waiter.send(result.clone());
-            }
-        }
-    }
-}
-
-/// Waits out a modification in progress, then modifies what still differs
-/// and waits until the new size/performance is in effect.
-async fn apply(cloud: &dyn Cloud, timeout: Duration, vol: &str, want: &ModifySpec) -> Result<()> {
-    for _ in 0..BUSY_ATTEMPTS {
-        wait_idle(cloud, timeout, vol).await?;
-        let v = cloud
-            .volume(vol)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("volume {vol} does not exist")))?;
-        let spec = ModifySpec {
-            size_gib: want.size_gib.filter(|s| *s > v.size_gib),
-            volume_type: want.volume_type.clone().filter(|t| *t != v.volume_type),
-            iops: want.iops.filter(|i| Some(*i) != v.iops),
-            throughput: want.throughput.filter(|t| Some(*t) != v.throughput),
-        };
-        if spec.is_empty() {
-            return Ok(());
-        }
-        match cloud.modify_volume(vol, &spec).await {
-            Ok(()) => {
-                tracing::info!(volume_id = vol, ?spec, "modification requested");
-                return wait_effective(cloud, timeout, vol, &spec).await;
-            }
-            Err(CloudError::IncorrectState(m)) => {
-                tracing::info!(
-                    volume_id = vol,
-                    "a modification is in progress, waiting: {m}"
-                );
-            }
-            Err(CloudError::InvalidParameter(m)) => return Err(Error::InvalidArgument(m)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Aborted(format!(
-        "volume {vol} stayed busy with other modifications; retry"
-    )))
-}
-
-async fn wait_idle(cloud: &dyn Cloud, timeout: Duration, vol: &str) -> Result<()> {
-    let busy = |s: &ModificationState| {
-        matches!(
-            s,
-            ModificationState::Modifying | ModificationState::Optimizing
-        )
-    };
-    match cloud.modification(vol).await? {
-        Some(m) if busy(&m.state) => {}
-        _ => return Ok(()),
-    }
-    poll(
-        &format!("the modification in progress on {vol} to complete"),
-        timeout,
-        || async {
-            Ok(match cloud.modification(vol).await? {
-                Some(m) if busy(&m.state) => None,
-                _ => Some(()),
-            })
-        },
-    )
-    .await
-    .map_err(timeout_error)
-}
-
-async fn wait_effective(
-    cloud: &dyn Cloud,
-    timeout: Duration,
-    vol: &str,
-    spec: &ModifySpec,
-) -> Result<()> {
-    poll(
-        &format!("the modification of {vol} to take effect"),
-        timeout,
-        || async {
-            match cloud.modification(vol).await? {
-                Some(m) if m.state == ModificationState::Failed => Err(CloudError::Other(format!(
-                    "EC2 reports the modification of {vol} as failed"
-                ))),
-                Some(m)
-                    if m.state.is_effective()
-                        && spec
-                            .size_gib
-                            .is_none_or(|s| m.target_size_gib.unwrap_or(0) >= s) =>
-                {
-                    Ok(Some(()))
-                }
-                _ => Ok(None),
-            }
-        },
-    )
-    .await
-    .map_err(timeout_error)
-}
-
-fn timeout_error(e: CloudError) -> Error {
-    match e {
-        CloudError::Timeout(m) => Error::DeadlineExceeded(format!("{m}; retry")),
-        other => other.into(),
-    }
+/// A mutable parameter `type`, named by `key`.
+fn parse_mutable_type(key: &str, value: &str) -> Result<VolumeType> {
+    VolumeType::parse(value).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "mutable parameter {}: {:?} is not an EBS volume type",
+            key.to_ascii_lowercase(),
+            value.trim().to_ascii_lowercase()
+        ))
+    })
 }
 
 /// ControllerExpandVolume.
@@ -317,12 +110,10 @@ pub async fn expand(
         )));
     }
     let missing = || Error::NotFound(format!("volume {:?} does not exist", req.volume_id));
-    if !is_volume_id(&req.volume_id) {
-        return Err(missing());
-    }
+    let id = VolumeId::parse(&req.volume_id).ok_or_else(missing)?;
     let cloud = ctl.cloud()?;
-    let v = cloud.volume(&req.volume_id).await?.ok_or_else(missing)?;
-    if let Some(lim) = super::params::limits(&v.volume_type)
+    let v = cloud.volume(&id).await?.ok_or_else(missing)?;
+    if let Some(lim) = v.volume_type.limits()
         && gib > lim.max_gib
     {
         return Err(Error::OutOfRange(format!(
@@ -339,7 +130,7 @@ pub async fn expand(
             ..ModifySpec::default()
         };
         ctl.modifier
-            .modify(cloud.clone(), ctl.timeouts.modify, &req.volume_id, spec)
+            .modify(cloud.clone(), ctl.timeouts.modify, &id, spec)
             .await?;
         gib
     };
@@ -359,69 +150,24 @@ pub async fn modify(
     }
     let params = MutableParams::parse(&req.mutable_parameters)?;
     let missing = || Error::NotFound(format!("volume {:?} does not exist", req.volume_id));
-    if !is_volume_id(&req.volume_id) {
-        return Err(missing());
-    }
+    let id = VolumeId::parse(&req.volume_id).ok_or_else(missing)?;
     let cloud = ctl.cloud()?;
-    let v = cloud.volume(&req.volume_id).await?.ok_or_else(missing)?;
+    let v = cloud.volume(&id).await?.ok_or_else(missing)?;
     params.check(&v.volume_type, v.size_gib)?;
     if !params.spec.is_empty() {
         ctl.modifier
-            .modify(
-                cloud.clone(),
-                ctl.timeouts.modify,
-                &req.volume_id,
-                params.spec.clone(),
-            )
+            .modify(cloud.clone(), ctl.timeouts.modify, &id, params.spec.clone())
             .await?;
     }
-    cloud.create_tags(&req.volume_id, &params.add_tags).await?;
-    cloud
-        .delete_tags(&req.volume_id, &params.delete_tags)
-        .await?;
+    cloud.create_tags(&id, &params.add_tags).await?;
+    cloud.delete_tags(&id, &params.delete_tags).await?;
     Ok(csi::ControllerModifyVolumeResponse {})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merges_sizes_and_refuses_conflicts() {
-        let mut a = ModifySpec {
-            size_gib: Some(10),
-            ..Default::default()
-        };
-        merge(
-            &mut a,
-            &ModifySpec {
-                size_gib: Some(12),
-                iops: Some(4000),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!((a.size_gib, a.iops), (Some(12), Some(4000)));
-        merge(
-            &mut a,
-            &ModifySpec {
-                size_gib: Some(11),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(a.size_gib, Some(12));
-        assert!(
-            merge(
-                &mut a,
-                &ModifySpec {
-                    iops: Some(5000),
-                    ..Default::default()
-                }
-            )
-            .is_err()
-        );
-    }
+    use crate::cloud::VolumeType;
 
     #[test]
     fn mutable_params() {
@@ -437,11 +183,11 @@ mod tests {
             .collect(),
         )
         .unwrap();
-        assert_eq!(p.spec.volume_type.as_deref(), Some("io2"));
+        assert_eq!(p.spec.volume_type, Some(VolumeType::Io2));
         assert_eq!(p.add_tags, vec![("a".to_string(), "b".to_string())]);
         assert_eq!(p.delete_tags, vec!["old".to_string()]);
-        assert!(p.check("gp3", 1).is_err()); // io2 at 2000 IOPS needs ≥ 2 GiB
-        assert!(p.check("gp3", 10).is_ok());
+        assert!(p.check(&VolumeType::Gp3, 1).is_err()); // io2 at 2000 IOPS needs ≥ 2 GiB
+        assert!(p.check(&VolumeType::Gp3, 10).is_ok());
         let bad = MutableParams::parse(
             &[("encrypted".to_string(), "true".to_string())]
                 .into_iter()

@@ -3,22 +3,21 @@
 
 use std::collections::HashMap;
 
-use super::{Ctl, caps, is_instance_id, is_volume_id};
+use super::{Ctl, caps};
 use crate::cloud::devices::{Mapped, Reservation};
 use crate::cloud::wait::poll;
-use crate::cloud::{AttachState, Cloud, CloudError, Instance, Volume};
+use crate::cloud::{AttachState, Cloud, CloudError, Instance, InstanceId, Volume, VolumeId};
+use crate::contract::DEVICE_PATH_KEY;
 use crate::contract::attach_limits::{LimitKind, facts_for};
 use crate::csi;
 use crate::error::{Error, Result};
 
-/// Publish context key of the device name (the node looks it up).
-pub const DEVICE_PATH: &str = "devicePath";
 /// Device names tried when EC2 says a name is in use.
 const NAME_ATTEMPTS: usize = 4;
 
 fn published(device: &str) -> csi::ControllerPublishVolumeResponse {
     csi::ControllerPublishVolumeResponse {
-        publish_context: HashMap::from([(DEVICE_PATH.to_string(), device.to_string())]),
+        publish_context: HashMap::from([(DEVICE_PATH_KEY.to_string(), device.to_string())]),
     }
 }
 
@@ -27,11 +26,10 @@ pub async fn publish(
     ctl: &Ctl,
     req: csi::ControllerPublishVolumeRequest,
 ) -> Result<csi::ControllerPublishVolumeResponse> {
-    let (vol, node) = (req.volume_id.as_str(), req.node_id.as_str());
-    if vol.is_empty() {
+    if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }
-    if node.is_empty() {
+    if req.node_id.is_empty() {
         return Err(Error::missing("node_id"));
     }
     let cap = req
@@ -39,25 +37,27 @@ pub async fn publish(
         .as_ref()
         .ok_or_else(|| Error::missing("volume_capability"))?;
     caps::check_all(std::slice::from_ref(cap), None)?;
-    if !is_volume_id(vol) {
-        return Err(Error::NotFound(format!(
-            "volume {vol:?} does not exist (not an EBS volume id)"
-        )));
-    }
-    if !is_instance_id(node) {
-        return Err(Error::NotFound(format!(
-            "node {node:?} does not exist (not an EC2 instance id)"
-        )));
-    }
+    let vol = &VolumeId::parse(&req.volume_id).ok_or_else(|| {
+        Error::NotFound(format!(
+            "volume {:?} does not exist (not an EBS volume id)",
+            req.volume_id
+        ))
+    })?;
+    let node = &InstanceId::parse(&req.node_id).ok_or_else(|| {
+        Error::NotFound(format!(
+            "node {:?} does not exist (not an EC2 instance id)",
+            req.node_id
+        ))
+    })?;
     let cloud = ctl.cloud()?;
-    let _guard = ctl.inflight.claim(vol, "volume")?;
+    let _guard = ctl.inflight.claim(vol.as_str(), "volume")?;
     let (volume, instance) = tokio::join!(cloud.volume(vol), cloud.instance(node));
     let volume = volume?.ok_or_else(|| Error::NotFound(format!("volume {vol} does not exist")))?;
     let instance = instance?
         .ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))?;
     if let Some(why) = caps::unsupported(
         cap,
-        Some(volume.volume_type == "io2" && volume.multi_attach),
+        Some(volume.volume_type.multi_attach() && volume.multi_attach),
     ) {
         return Err(Error::InvalidArgument(format!("volume {vol}: {why}")));
     }
@@ -78,7 +78,7 @@ pub async fn publish(
     if !others.is_empty() && !volume.multi_attach {
         return Err(Error::FailedPrecondition(format!(
             "volume {vol} is attached to {} and is not multi-attach; it must be unpublished there first",
-            others.join(", ")
+            volume.attached_instance_names().join(", ")
         )));
     }
 
@@ -92,8 +92,8 @@ pub async fn publish(
         match wait_attached(ctl, cloud.as_ref(), vol, node).await {
             Ok(()) => return Ok(published(&device)),
             Err(Error::DeadlineExceeded(m)) if round == 0 => {
-                tracing::warn!(volume_id = vol, node_id = node, %device, "attachment stuck: {m}; detaching to retry");
-                ctl.devices.cool_down(node, &device);
+                tracing::warn!(volume_id = %vol, node_id = %node, %device, "attachment stuck: {m}; detaching to retry");
+                ctl.devices.cool_down(node.as_str(), &device);
                 mapped.names.push(device);
                 detach_and_wait(ctl, cloud.as_ref(), vol, node).await?;
             }
@@ -112,13 +112,13 @@ async fn attach<'c>(
     instance: &Instance,
     mapped: &Mapped,
 ) -> Result<(String, Option<Reservation<'c>>)> {
-    let vol = volume.id.as_str();
-    let node = instance.id.as_str();
+    let vol = &volume.id;
+    let node = &instance.id;
     let (facts, _) = facts_for(&instance.instance_type);
     for _ in 0..NAME_ATTEMPTS {
         let reservation = ctl
             .devices
-            .reserve(node, mapped, facts.cards)
+            .reserve(node.as_str(), mapped, facts.cards)
             .ok_or_else(|| {
                 limit_reached(
                     instance,
@@ -131,14 +131,14 @@ async fn attach<'c>(
             .await
         {
             Ok(()) => {
-                tracing::info!(volume_id = vol, node_id = node, device = %name, card = ?reservation.card, "attach requested");
+                tracing::info!(volume_id = %vol, node_id = %node, device = %name, card = ?reservation.card, "attach requested");
                 // Held until the attachment is complete: until then the
                 // instance's mappings may not list the name yet.
                 return Ok((name, Some(reservation)));
             }
             Err(CloudError::DeviceInUse(m)) => {
                 tracing::info!(device = %name, "device name in use on {node}, trying another: {m}");
-                ctl.devices.cool_down(node, &name);
+                ctl.devices.cool_down(node.as_str(), &name);
             }
             Err(CloudError::InUse(m)) => {
                 // Someone attached it meanwhile (an earlier, timed-out call).
@@ -149,7 +149,6 @@ async fn attach<'c>(
                 }
                 return Err(Error::FailedPrecondition(m));
             }
-            Err(CloudError::ZoneMismatch(m)) => return Err(Error::FailedPrecondition(m)),
             Err(CloudError::LimitExceeded(m)) => return Err(limit_reached(instance, &m)),
             Err(e) => return Err(e.into()),
         }
@@ -178,7 +177,12 @@ fn limit_reached(instance: &Instance, why: &str) -> Error {
 }
 
 /// Waits until the attachment of `vol` to `node` is `attached`.
-async fn wait_attached(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) -> Result<()> {
+async fn wait_attached(
+    ctl: &Ctl,
+    cloud: &dyn Cloud,
+    vol: &VolumeId,
+    node: &InstanceId,
+) -> Result<()> {
     let what = format!("volume {vol} to attach to {node}");
     let outcome = poll(&what, ctl.timeouts.attach, || async {
         let v = cloud.poll_volume(vol).await?;
@@ -200,14 +204,18 @@ async fn wait_attached(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) -> R
     .await;
     match outcome {
         Ok(()) => Ok(()),
-        Err(CloudError::Timeout(m)) => Err(Error::DeadlineExceeded(m)),
         Err(CloudError::IncorrectState(m)) => Err(Error::Aborted(format!("{m}; retry"))),
         Err(e) => Err(e.into()),
     }
 }
 
 /// DetachVolume (tolerating "already detached") and waits until gone.
-async fn detach_and_wait(ctl: &Ctl, cloud: &dyn Cloud, vol: &str, node: &str) -> Result<()> {
+async fn detach_and_wait(
+    ctl: &Ctl,
+    cloud: &dyn Cloud,
+    vol: &VolumeId,
+    node: &InstanceId,
+) -> Result<()> {
     match cloud.detach_volume(vol, node, false).await {
         Ok(()) | Err(CloudError::IncorrectState(_)) => {}
         Err(CloudError::NotFound(_)) => return Ok(()),
@@ -237,25 +245,28 @@ pub async fn unpublish(
     ctl: &Ctl,
     req: csi::ControllerUnpublishVolumeRequest,
 ) -> Result<csi::ControllerUnpublishVolumeResponse> {
-    let (vol, node) = (req.volume_id.as_str(), req.node_id.as_str());
-    if vol.is_empty() {
+    if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }
-    if node.is_empty() {
+    if req.node_id.is_empty() {
         return Err(Error::missing("node_id"));
     }
-    if !is_volume_id(vol) || !is_instance_id(node) {
+    let (Some(vol), Some(node)) = (
+        VolumeId::parse(&req.volume_id),
+        InstanceId::parse(&req.node_id),
+    ) else {
+        // Neither can exist: nothing is attached.
         return Ok(csi::ControllerUnpublishVolumeResponse {});
-    }
+    };
     let cloud = ctl.cloud()?;
-    let _guard = ctl.inflight.claim(vol, "volume")?;
+    let _guard = ctl.inflight.claim(vol.as_str(), "volume")?;
     let attached = cloud
-        .volume(vol)
+        .volume(&vol)
         .await?
-        .is_some_and(|v| v.attachment_to(node).is_some());
+        .is_some_and(|v| v.attachment_to(&node).is_some());
     if attached {
-        detach_and_wait(ctl, cloud.as_ref(), vol, node).await?;
-        tracing::info!(volume_id = vol, node_id = node, "detached");
+        detach_and_wait(ctl, cloud.as_ref(), &vol, &node).await?;
+        tracing::info!(volume_id = %vol, node_id = %node, "detached");
     }
     Ok(csi::ControllerUnpublishVolumeResponse {})
 }

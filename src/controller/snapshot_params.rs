@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::params::parse_int;
 use super::tags::{self, TagContext};
-use crate::cloud::SnapshotLock;
+use crate::cloud::{LockMode, SnapshotLock};
 use crate::error::{Error, Result};
 
 /// Parsed VolumeSnapshotClass parameters.
@@ -24,7 +24,7 @@ impl SnapshotParams {
     pub fn parse(parameters: &HashMap<String, String>) -> Result<Self> {
         let mut p = SnapshotParams::default();
         let (mut name, mut namespace, mut content) = (None, None, None);
-        let mut lock = SnapshotLock::default();
+        let mut lock = LockSpec::default();
         let mut lock_keys = Vec::new();
         let mut templates = Vec::new();
         let mut keys: Vec<_> = parameters.iter().collect();
@@ -40,7 +40,7 @@ impl SnapshotParams {
                         .collect();
                 }
                 "lockmode" => {
-                    lock.mode = value.trim().to_ascii_lowercase();
+                    lock.mode = Some(value.trim().to_string());
                     lock_keys.push(key.clone());
                 }
                 "lockduration" => {
@@ -75,14 +75,30 @@ impl SnapshotParams {
     }
 }
 
-fn validate_lock(lock: SnapshotLock, keys: &[String]) -> Result<SnapshotLock> {
-    if !matches!(lock.mode.as_str(), "governance" | "compliance") {
-        return Err(Error::InvalidArgument(format!(
+/// The lock parameters as given, before they are checked.
+#[derive(Debug, Default)]
+struct LockSpec {
+    mode: Option<String>,
+    duration_days: Option<i32>,
+    expiration_date: Option<String>,
+    cool_off_hours: Option<i32>,
+}
+
+fn validate_lock(spec: LockSpec, keys: &[String]) -> Result<SnapshotLock> {
+    let given = spec.mode.unwrap_or_default();
+    let mode = LockMode::parse(&given).ok_or_else(|| {
+        Error::InvalidArgument(format!(
             "parameter lockMode: {:?} must be governance or compliance (given with {})",
-            lock.mode,
+            given.to_ascii_lowercase(),
             keys.join(", ")
-        )));
-    }
+        ))
+    })?;
+    let lock = SnapshotLock {
+        mode,
+        duration_days: spec.duration_days,
+        expiration_date: spec.expiration_date,
+        cool_off_hours: spec.cool_off_hours,
+    };
     match (&lock.duration_days, &lock.expiration_date) {
         (Some(_), Some(_)) => {
             return Err(Error::InvalidArgument(
@@ -103,7 +119,7 @@ fn validate_lock(lock: SnapshotLock, keys: &[String]) -> Result<SnapshotLock> {
             "parameter lockDuration: {days} days is outside EC2's 1..=36500"
         )));
     }
-    if lock.cool_off_hours.is_some() && lock.mode != "compliance" {
+    if lock.cool_off_hours.is_some() && lock.mode != LockMode::Compliance {
         return Err(Error::InvalidArgument(
             "parameter lockCoolOffPeriod only applies to lockMode compliance".into(),
         ));
@@ -145,7 +161,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.fsr_zones, vec!["us-east-1a", "us-east-1b"]);
-        assert_eq!(p.lock.as_ref().unwrap().mode, "governance");
+        assert_eq!(p.lock.as_ref().unwrap().mode, LockMode::Governance);
         assert_eq!(p.tags, vec![("snap".to_string(), "nightly".to_string())]);
     }
 

@@ -4,40 +4,23 @@
 //! does not wait for completion: the CO calls it again and gets
 //! `ready_to_use` once EC2 reports `completed`.
 
+use super::Ctl;
 use super::snapshot_params::SnapshotParams;
 use super::topology::gib_to_bytes;
-use super::{Ctl, is_volume_id};
-use crate::cloud::ec2::SNAPSHOT_NAME_TAG;
-use crate::cloud::{Cloud, CloudError, Snapshot, SnapshotState};
+use crate::cloud::{Cloud, CloudError, Snapshot, SnapshotId, SnapshotState, VolumeId};
 use crate::csi;
 use crate::error::{Error, Result};
-
-/// Whether `id` looks like an EBS snapshot id.
-pub fn is_snapshot_id(id: &str) -> bool {
-    id.strip_prefix("snap-")
-        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
-}
 
 /// The CSI view of a snapshot.
 pub fn to_csi(s: &Snapshot, group_id: &str) -> csi::Snapshot {
     csi::Snapshot {
         size_bytes: gib_to_bytes(s.size_gib),
-        snapshot_id: s.id.clone(),
-        source_volume_id: s.volume_id.clone(),
+        snapshot_id: s.id.to_string(),
+        source_volume_id: s.volume_id.to_string(),
         creation_time: s.start_time.map(prost_types::Timestamp::from),
         ready_to_use: s.state == SnapshotState::Completed,
         group_snapshot_id: group_id.to_string(),
     }
-}
-
-/// Tags of a new snapshot named `name`.
-pub fn snapshot_tags(ctl: &Ctl, name: &str, user: &[(String, String)]) -> Vec<(String, String)> {
-    let mut tags = vec![(SNAPSHOT_NAME_TAG.to_string(), name.to_string())];
-    tags.extend(ctl.tags.common());
-    for (k, v) in user {
-        super::tags::push_unique(&mut tags, k.clone(), v.clone());
-    }
-    tags
 }
 
 /// Applies fast snapshot restore and locks to a new snapshot; if EC2 refuses
@@ -63,7 +46,10 @@ pub async fn finish_snapshot(
         && let Some(lock) = &params.lock
         && let Err(e) = cloud.lock_snapshot(&snap.id, lock).await
     {
-        failure = Some(format!("locking it ({} mode) failed: {e}", lock.mode));
+        failure = Some(format!(
+            "locking it ({} mode) failed: {e}",
+            lock.mode.as_str()
+        ));
     }
     let Some(why) = failure else { return Ok(()) };
     let cleanup = match cloud.delete_snapshot(&snap.id).await {
@@ -94,7 +80,7 @@ pub async fn create(
         snapshot: Some(to_csi(s, "")),
     };
     if let Some(existing) = cloud.snapshot_by_name(&req.name).await? {
-        if existing.volume_id != req.source_volume_id {
+        if existing.volume_id != req.source_volume_id.as_str() {
             return Err(Error::AlreadyExists(format!(
                 "snapshot {:?} exists as {} of volume {}, not of {}",
                 req.name, existing.id, existing.volume_id, req.source_volume_id
@@ -108,19 +94,15 @@ pub async fn create(
             req.source_volume_id
         ))
     };
-    if !is_volume_id(&req.source_volume_id) || cloud.volume(&req.source_volume_id).await?.is_none()
-    {
+    let source = VolumeId::parse(&req.source_volume_id).ok_or_else(source_missing)?;
+    if cloud.volume(&source).await?.is_none() {
         return Err(source_missing());
     }
-    let tags = snapshot_tags(ctl, &req.name, &params.tags);
+    let tags = super::tags::snapshot_tags(ctl.tags.common(), &req.name, &params.tags);
     let description = format!("Created by ebs.csi.aws.com for {}", req.name);
-    let snap = match cloud
-        .create_snapshot(&req.source_volume_id, &description, &tags)
-        .await
-    {
+    let snap = match cloud.create_snapshot(&source, &description, &tags).await {
         Ok(s) => s,
         Err(CloudError::NotFound(_)) => return Err(source_missing()),
-        Err(CloudError::LimitExceeded(m)) => return Err(Error::ResourceExhausted(m)),
         Err(e) => return Err(e.into()),
     };
     tracing::info!(snapshot_id = %snap.id, volume_id = %snap.volume_id, "snapshot started");
@@ -136,16 +118,14 @@ pub async fn delete(
     if req.snapshot_id.is_empty() {
         return Err(Error::missing("snapshot_id"));
     }
-    if !is_snapshot_id(&req.snapshot_id) {
+    let Some(id) = SnapshotId::parse(&req.snapshot_id) else {
         return Ok(csi::DeleteSnapshotResponse {});
-    }
+    };
     let cloud = ctl.cloud()?;
-    let _guard = ctl.inflight.claim(&req.snapshot_id, "snapshot")?;
-    match cloud.delete_snapshot(&req.snapshot_id).await {
+    let _guard = ctl.inflight.claim(id.as_str(), "snapshot")?;
+    match cloud.delete_snapshot(&id).await {
         Ok(()) | Err(CloudError::NotFound(_)) => Ok(csi::DeleteSnapshotResponse {}),
-        Err(CloudError::InUse(m)) | Err(CloudError::IncorrectState(m)) => {
-            Err(Error::FailedPrecondition(m))
-        }
+        // A snapshot a volume is being created from, or an AMI uses.
         Err(CloudError::InvalidParameter(m)) if m.contains("InUse") => {
             Err(Error::FailedPrecondition(m))
         }
@@ -162,38 +142,34 @@ pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::List
             req.max_entries
         )));
     }
-    if !req.starting_token.is_empty() && !is_snapshot_id(&req.starting_token) {
+    if !req.starting_token.is_empty() && SnapshotId::parse(&req.starting_token).is_none() {
         return Err(Error::Aborted(format!(
             "starting_token {:?} was not issued by this driver",
             req.starting_token
         )));
     }
     let cloud = ctl.cloud()?;
+    // Unknown ids give an empty list, not an error (csi-sanity checks).
     let mut snaps = if !req.snapshot_id.is_empty() {
-        if !is_snapshot_id(&req.snapshot_id) {
-            Vec::new()
-        } else {
-            cloud
-                .snapshot(&req.snapshot_id)
-                .await?
-                .into_iter()
-                .collect()
+        match SnapshotId::parse(&req.snapshot_id) {
+            Some(id) => cloud.snapshot(&id).await?.into_iter().collect(),
+            None => Vec::new(),
         }
     } else if !req.source_volume_id.is_empty() {
-        if !is_volume_id(&req.source_volume_id) {
-            Vec::new()
-        } else {
-            cloud.list_snapshots(Some(&req.source_volume_id)).await?
+        match VolumeId::parse(&req.source_volume_id) {
+            Some(vol) => cloud.list_snapshots(Some(&vol)).await?,
+            None => Vec::new(),
         }
     } else {
         cloud.list_snapshots(None).await?
     };
     if !req.source_volume_id.is_empty() {
-        snaps.retain(|s| s.volume_id == req.source_volume_id);
+        snaps.retain(|s| s.volume_id == req.source_volume_id.as_str());
     }
     snaps.sort_by(|a, b| a.id.cmp(&b.id));
-    let start =
-        snaps.partition_point(|s| !req.starting_token.is_empty() && s.id <= req.starting_token);
+    let start = snaps.partition_point(|s| {
+        !req.starting_token.is_empty() && s.id.as_str() <= req.starting_token.as_str()
+    });
     let rest = &snaps[start..];
     let take = if req.max_entries == 0 {
         rest.len()
@@ -209,7 +185,7 @@ pub async fn list(ctl: &Ctl, req: csi::ListSnapshotsRequest) -> Result<csi::List
             })
             .collect(),
         next_token: if take < rest.len() {
-            page.last().map(|s| s.id.clone()).unwrap_or_default()
+            page.last().map(|s| s.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         },
@@ -222,14 +198,8 @@ pub async fn get(ctl: &Ctl, req: csi::GetSnapshotRequest) -> Result<csi::GetSnap
         return Err(Error::missing("snapshot_id"));
     }
     let missing = || Error::NotFound(format!("snapshot {:?} does not exist", req.snapshot_id));
-    if !is_snapshot_id(&req.snapshot_id) {
-        return Err(missing());
-    }
-    let snap = ctl
-        .cloud()?
-        .snapshot(&req.snapshot_id)
-        .await?
-        .ok_or_else(missing)?;
+    let id = SnapshotId::parse(&req.snapshot_id).ok_or_else(missing)?;
+    let snap = ctl.cloud()?.snapshot(&id).await?.ok_or_else(missing)?;
     Ok(csi::GetSnapshotResponse {
         snapshot: Some(to_csi(&snap, "")),
     })

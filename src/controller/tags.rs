@@ -2,7 +2,7 @@
 //! on, `--extra-tags` / `--k8s-tag-cluster-id`, and user tags from
 //! `tagSpecification_N` parameters with their `{{ .Name }}` templates.
 
-use crate::cloud::ec2::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG};
+use crate::contract::tags;
 use crate::error::{Error, Result};
 
 /// Values the `{{ .X }}` templates of tagSpecification_N may use.
@@ -94,12 +94,12 @@ impl TagContext {
 
 /// Whether a tag key belongs to the driver or AWS and may not be set by users.
 pub fn is_reserved(key: &str) -> bool {
-    key == VOLUME_NAME_TAG
-        || key == SNAPSHOT_NAME_TAG
-        || key == CLUSTER_TAG
-        || key == "KubernetesCluster"
-        || key.starts_with("kubernetes.io/created-for/")
-        || key.starts_with("kubernetes.io/cluster/")
+    key == tags::VOLUME_NAME
+        || key == tags::SNAPSHOT_NAME
+        || key == tags::CLUSTER
+        || key == tags::KUBERNETES_CLUSTER
+        || key.starts_with(tags::CREATED_FOR_PREFIX)
+        || key.starts_with(tags::CLUSTER_ID_PREFIX)
         || key.to_ascii_lowercase().starts_with("aws:")
 }
 
@@ -165,14 +165,51 @@ pub struct DriverTags {
 impl DriverTags {
     /// The cluster tag, extra tags and cluster id tags, in that order.
     pub fn common(&self) -> Vec<(String, String)> {
-        let mut tags = vec![(CLUSTER_TAG.to_string(), "true".to_string())];
-        tags.extend(self.extra.iter().cloned());
+        let mut out = vec![(tags::CLUSTER.to_string(), "true".to_string())];
+        out.extend(self.extra.iter().cloned());
         if let Some(id) = &self.cluster_id {
-            tags.push((format!("kubernetes.io/cluster/{id}"), "owned".into()));
-            tags.push(("KubernetesCluster".into(), id.clone()));
+            out.push((tags::cluster_id_key(id), "owned".into()));
+            out.push((tags::KUBERNETES_CLUSTER.into(), id.clone()));
         }
-        tags
+        out
     }
+}
+
+/// Tags of a new volume: name, driver tags, created-for tags, user tags.
+pub fn volume_tags(
+    common: Vec<(String, String)>,
+    name: &str,
+    params: &super::params::VolumeParams,
+) -> Vec<(String, String)> {
+    let mut out = vec![(tags::VOLUME_NAME.to_string(), name.to_string())];
+    out.extend(common);
+    for (key, value) in [
+        (tags::PVC_NAME, &params.pvc_name),
+        (tags::PVC_NAMESPACE, &params.pvc_namespace),
+        (tags::PV_NAME, &params.pv_name),
+    ] {
+        if let Some(v) = value {
+            out.push((key.to_string(), v.clone()));
+        }
+    }
+    for (k, v) in &params.tags {
+        push_unique(&mut out, k.clone(), v.clone());
+    }
+    out
+}
+
+/// Tags of a new snapshot named `name`: name, driver tags, user tags.
+pub fn snapshot_tags(
+    common: Vec<(String, String)>,
+    name: &str,
+    user: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out = vec![(tags::SNAPSHOT_NAME.to_string(), name.to_string())];
+    out.extend(common);
+    for (k, v) in user {
+        push_unique(&mut out, k.clone(), v.clone());
+    }
+    out
 }
 
 /// Appends `(key, value)` unless the key is already present (earlier wins:
@@ -229,13 +266,34 @@ mod tests {
     }
 
     #[test]
+    fn volume_tags_in_order_and_user_tags_cannot_override() {
+        let mut params = super::super::params::VolumeParams {
+            pvc_name: Some("data-0".into()),
+            ..Default::default()
+        };
+        params.tags = vec![
+            ("team".into(), "db".into()),
+            ("CSIVolumeName".into(), "x".into()),
+        ];
+        let out = volume_tags(
+            vec![("ebs.csi.aws.com/cluster".into(), "true".into())],
+            "pvc-1",
+            &params,
+        );
+        assert_eq!(out[0], ("CSIVolumeName".into(), "pvc-1".into()));
+        assert_eq!(out[1], ("ebs.csi.aws.com/cluster".into(), "true".into()));
+        assert!(out.contains(&("kubernetes.io/created-for/pvc/name".into(), "data-0".into())));
+        assert_eq!(out.last().unwrap(), &("team".to_string(), "db".to_string()));
+    }
+
+    #[test]
     fn extra_tags_and_cluster_id() {
         let t = DriverTags {
             extra: parse_extra_tags("a=1, b=2").unwrap(),
             cluster_id: Some("prod".into()),
         };
         let common = t.common();
-        assert_eq!(common[0], (CLUSTER_TAG.into(), "true".into()));
+        assert_eq!(common[0], (tags::CLUSTER.into(), "true".into()));
         assert!(common.contains(&("b".into(), "2".into())));
         assert!(common.contains(&("kubernetes.io/cluster/prod".into(), "owned".into())));
         assert!(parse_extra_tags("a").is_err());

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use crate::csi;
 use crate::error::{Error, Result};
 
-/// The topology key Kubernetes labels nodes with.
-pub const ZONE_KEY: &str = "topology.kubernetes.io/zone";
-/// The reference driver's own topology key, still on older PVs.
-pub const EBS_ZONE_KEY: &str = "topology.ebs.csi.aws.com/zone";
+use crate::contract::{EBS_ZONE_KEY, WELL_KNOWN_ZONE_KEY};
 
 const GIB: i64 = 1 << 30;
 /// Size when the request gives no range (the reference driver's default).
@@ -16,7 +13,7 @@ pub const DEFAULT_SIZE_GIB: i64 = 100;
 
 fn zone_of(segments: &HashMap<String, String>) -> Option<&str> {
     segments
-        .get(ZONE_KEY)
+        .get(WELL_KNOWN_ZONE_KEY)
         .or_else(|| segments.get(EBS_ZONE_KEY))
         .map(String::as_str)
         .filter(|z| !z.is_empty())
@@ -41,7 +38,7 @@ pub fn requested_zones(req: Option<&csi::TopologyRequirement>) -> Vec<String> {
 /// The topology reported on a volume in `zone`.
 pub fn volume_topology(zone: &str) -> Vec<csi::Topology> {
     vec![csi::Topology {
-        segments: HashMap::from([(ZONE_KEY.to_string(), zone.to_string())]),
+        segments: HashMap::from([(WELL_KNOWN_ZONE_KEY.to_string(), zone.to_string())]),
     }]
 }
 
@@ -120,7 +117,7 @@ mod tests {
     fn preferred_then_requisite_both_keys() {
         let req = csi::TopologyRequirement {
             requisite: vec![
-                topo(ZONE_KEY, "us-east-1a"),
+                topo(WELL_KNOWN_ZONE_KEY, "us-east-1a"),
                 topo(EBS_ZONE_KEY, "us-east-1c"),
             ],
             preferred: vec![topo(EBS_ZONE_KEY, "us-east-1c"), topo("other", "x")],

@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 
 use super::params::VolumeParams;
 use super::topology::{gib_to_bytes, requested_zones, size_for, volume_topology};
-use super::{Ctl, caps, is_volume_id};
-use crate::cloud::ec2::VOLUME_NAME_TAG;
+use super::{Ctl, caps};
 use crate::cloud::wait::poll;
-use crate::cloud::{Cloud, CloudError, Volume, VolumeSpec, VolumeState};
+use crate::cloud::{
+    Cloud, CloudError, Snapshot, SnapshotId, Volume, VolumeId, VolumeSpec, VolumeState,
+};
 use crate::csi;
 use crate::csi::volume_content_source::Type as Source;
 use crate::error::{Error, Result};
@@ -39,20 +40,18 @@ fn client_token(name: &str, spec: &VolumeSpec, attempt: u32) -> String {
         spec.throughput,
         spec.encrypted,
         spec.kms_key_id,
-        spec.snapshot_id,
+        spec.snapshot_id.as_ref().map(SnapshotId::as_str),
         spec.multi_attach
     ));
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// CreateVolume.
-pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::CreateVolumeResponse> {
-    if req.name.is_empty() {
-        return Err(Error::missing("name"));
-    }
+/// The StorageClass parameters of a request, with a VolumeAttributesClass
+/// named at creation merged in (its values win), and the capabilities
+/// checked against them.
+fn request_params(req: &csi::CreateVolumeRequest) -> Result<VolumeParams> {
     let mut params = VolumeParams::parse(&req.parameters)?;
     if !req.mutable_parameters.is_empty() {
-        // A VolumeAttributesClass named at creation: its values win.
         let m = super::modify::MutableParams::parse(&req.mutable_parameters)?;
         if let Some(t) = m.spec.volume_type {
             params.volume_type = t;
@@ -63,138 +62,164 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
             super::tags::push_unique(&mut params.tags, k, v);
         }
     }
-    let multi_attach = caps::wants_multi_attach(&req.volume_capabilities);
-    caps::check_all(&req.volume_capabilities, Some(params.volume_type == "io2"))?;
-    if multi_attach && !req.volume_capabilities.iter().all(caps::is_block) {
+    caps::check_all(
+        &req.volume_capabilities,
+        Some(params.volume_type.multi_attach()),
+    )?;
+    if caps::wants_multi_attach(&req.volume_capabilities)
+        && !req.volume_capabilities.iter().all(caps::is_block)
+    {
         return Err(Error::InvalidArgument(
             "multi-attach (MULTI_NODE_MULTI_WRITER) is only possible with block access".into(),
         ));
     }
-    let cloud = ctl.cloud()?;
-    let (snapshot_id, floor) = match req
+    Ok(params)
+}
+
+/// The snapshot a request restores from, if any: NotFound when it does not
+/// exist.
+async fn source_snapshot(
+    cloud: &dyn Cloud,
+    req: &csi::CreateVolumeRequest,
+) -> Result<Option<Snapshot>> {
+    match req
         .volume_content_source
         .as_ref()
         .and_then(|s| s.r#type.as_ref())
     {
-        None => (None, None),
+        None => Ok(None),
         Some(Source::Snapshot(s)) => {
-            let snap = match cloud.snapshot(&s.snapshot_id).await {
-                Ok(Some(snap)) => snap,
-                Ok(None) | Err(CloudError::NotFound(_)) => {
-                    return Err(Error::NotFound(format!(
-                        "source snapshot {:?} does not exist",
-                        s.snapshot_id
-                    )));
-                }
-                Err(e) => return Err(e.into()),
+            let missing = || {
+                Error::NotFound(format!(
+                    "source snapshot {:?} does not exist",
+                    s.snapshot_id
+                ))
             };
-            (Some(snap.id), Some(snap.size_gib))
+            let id = SnapshotId::parse(&s.snapshot_id).ok_or_else(missing)?;
+            match cloud.snapshot(&id).await {
+                Ok(Some(snap)) => Ok(Some(snap)),
+                Ok(None) | Err(CloudError::NotFound(_)) => Err(missing()),
+                Err(e) => Err(e.into()),
+            }
         }
-        Some(Source::Volume(v)) => {
-            return Err(Error::InvalidArgument(format!(
-                "cloning volume {:?} is not supported by EBS; snapshot it and restore the snapshot",
-                v.volume_id
-            )));
-        }
-    };
-    let size_gib = size_for(req.capacity_range.as_ref(), floor)?;
+        Some(Source::Volume(v)) => Err(Error::InvalidArgument(format!(
+            "cloning volume {:?} is not supported by EBS; snapshot it and restore the snapshot",
+            v.volume_id
+        ))),
+    }
+}
+
+/// CreateVolume.
+pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::CreateVolumeResponse> {
+    if req.name.is_empty() {
+        return Err(Error::missing("name"));
+    }
+    let params = request_params(&req)?;
+    let cloud = ctl.cloud()?;
+    let snapshot = source_snapshot(cloud.as_ref(), &req).await?;
+    let size_gib = size_for(
+        req.capacity_range.as_ref(),
+        snapshot.as_ref().map(|s| s.size_gib),
+    )?;
     let (iops, throughput) = params.performance(size_gib)?;
     let zones = requested_zones(req.accessibility_requirements.as_ref());
-
-    let _guard = ctl.inflight.claim(&req.name, "volume")?;
-    let respond = |v: &Volume| csi::CreateVolumeResponse {
-        volume: Some(csi::Volume {
-            capacity_bytes: gib_to_bytes(v.size_gib),
-            volume_id: v.id.clone(),
-            volume_context: params.format.iter().cloned().collect(),
-            content_source: req.volume_content_source.clone(),
-            accessible_topology: volume_topology(&v.zone),
-        }),
-    };
-
-    if let Some(existing) = cloud.volume_by_name(&req.name).await? {
-        check_compatible(
-            &req,
-            &existing,
-            &params,
-            iops,
-            throughput,
-            &snapshot_id,
-            &zones,
-        )?;
-        let ready = match existing.state {
-            VolumeState::Available | VolumeState::InUse => existing,
-            _ => wait_available(ctl, cloud.as_ref(), &existing.id).await?,
-        };
-        tracing::info!(volume_id = %ready.id, name = %req.name, "volume exists already");
-        return Ok(respond(&ready));
-    }
-
-    let zone = match zones.first() {
-        Some(z) => z.clone(),
-        None => match ctl.zone() {
-            Some(z) => z,
-            None => cloud.zones().await?.remove(0),
-        },
-    };
-    let mut spec = VolumeSpec {
-        zone,
+    let spec = VolumeSpec {
+        zone: String::new(),
         size_gib,
         volume_type: params.volume_type.clone(),
         iops,
         throughput,
         encrypted: params.encrypted,
         kms_key_id: params.kms_key_id.clone(),
-        snapshot_id,
-        multi_attach,
+        snapshot_id: snapshot.map(|s| s.id),
+        multi_attach: caps::wants_multi_attach(&req.volume_capabilities),
         tags: ctl.volume_tags(&req.name, &params),
         client_token: String::new(),
     };
+
+    let _guard = ctl.inflight.claim(&req.name, "volume")?;
+    let volume = match cloud.volume_by_name(&req.name).await? {
+        Some(existing) => {
+            check_compatible(&req, &existing, &spec, &zones)?;
+            tracing::info!(volume_id = %existing.id, name = %req.name, "volume exists already");
+            match existing.state {
+                VolumeState::Available | VolumeState::InUse => existing,
+                _ => wait_available(ctl, cloud.as_ref(), &existing.id).await?,
+            }
+        }
+        None => {
+            let zone = match zones.first() {
+                Some(z) => z.clone(),
+                None => match ctl.zone() {
+                    Some(z) => z,
+                    None => cloud.zones().await?.remove(0),
+                },
+            };
+            create_new(ctl, cloud.as_ref(), &req.name, VolumeSpec { zone, ..spec }).await?
+        }
+    };
+    Ok(csi::CreateVolumeResponse {
+        volume: Some(csi::Volume {
+            capacity_bytes: gib_to_bytes(volume.size_gib),
+            volume_id: volume.id.to_string(),
+            volume_context: params.volume_context(),
+            content_source: req.volume_content_source.clone(),
+            accessible_topology: volume_topology(&volume.zone),
+        }),
+    })
+}
+
+/// Calls CreateVolume with a ClientToken from the name and the spec, and
+/// waits for the volume. Should EC2 hand back a deleted volume for the
+/// token (a volume of this name created and deleted before), or the volume
+/// vanish while being created, a token of the next attempt is used.
+async fn create_new(
+    ctl: &Ctl,
+    cloud: &dyn Cloud,
+    name: &str,
+    mut spec: VolumeSpec,
+) -> Result<Volume> {
     for attempt in 0..TOKEN_ATTEMPTS {
-        spec.client_token = client_token(&req.name, &spec, attempt);
+        spec.client_token = client_token(name, &spec, attempt);
         let created = match cloud.create_volume(&spec).await {
             Ok(v) => v,
             Err(CloudError::IdempotentParameterMismatch(m)) => {
-                tracing::warn!(name = %req.name, attempt, "ClientToken reused with other parameters: {m}");
+                tracing::warn!(
+                    name,
+                    attempt,
+                    "ClientToken reused with other parameters: {m}"
+                );
                 continue;
             }
-            Err(e) => return Err(create_error(e, &spec)),
+            Err(CloudError::InvalidParameter(m)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{m} (zone {}, {} GiB {})",
+                    spec.zone, spec.size_gib, spec.volume_type
+                )));
+            }
+            Err(e) => return Err(e.into()),
         };
         if created.state.is_gone() {
             continue;
         }
-        tracing::info!(volume_id = %created.id, zone = %spec.zone, size_gib, "volume created, waiting for available");
-        match wait_available(ctl, cloud.as_ref(), &created.id).await {
-            Ok(v) => return Ok(respond(&v)),
+        tracing::info!(volume_id = %created.id, zone = %spec.zone, size_gib = spec.size_gib, "volume created, waiting for available");
+        match wait_available(ctl, cloud, &created.id).await {
+            Ok(v) => return Ok(v),
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         }
     }
     Err(Error::Internal(format!(
-        "EC2 kept returning deleted volumes for the ClientTokens of {:?}",
-        req.name
+        "EC2 kept returning deleted volumes for the ClientTokens of {name:?}"
     )))
 }
 
-fn create_error(err: CloudError, spec: &VolumeSpec) -> Error {
-    match err {
-        CloudError::InvalidParameter(m) => Error::InvalidArgument(format!(
-            "{m} (zone {}, {} GiB {})",
-            spec.zone, spec.size_gib, spec.volume_type
-        )),
-        CloudError::LimitExceeded(m) => Error::ResourceExhausted(m),
-        other => other.into(),
-    }
-}
-
-/// Compares an existing volume of the same name with the request.
+/// Compares an existing volume of the same name with what the request
+/// would create: AlreadyExists naming every difference.
 fn check_compatible(
     req: &csi::CreateVolumeRequest,
     v: &Volume,
-    params: &VolumeParams,
-    iops: Option<i64>,
-    throughput: Option<i64>,
-    snapshot_id: &Option<String>,
+    want: &VolumeSpec,
     zones: &[String],
 ) -> Result<()> {
     let (required, limit) = req
@@ -209,31 +234,33 @@ fn check_compatible(
             v.size_gib
         ));
     }
-    if v.volume_type != params.volume_type {
+    if v.volume_type != want.volume_type {
         diffs.push(format!(
             "type {} (requested {})",
-            v.volume_type, params.volume_type
+            v.volume_type, want.volume_type
         ));
     }
-    if iops.is_some() && v.iops != iops {
-        diffs.push(format!("iops {:?} (requested {iops:?})", v.iops));
+    if want.iops.is_some() && v.iops != want.iops {
+        diffs.push(format!("iops {:?} (requested {:?})", v.iops, want.iops));
     }
-    if throughput.is_some() && v.throughput != throughput {
+    if want.throughput.is_some() && v.throughput != want.throughput {
         diffs.push(format!(
-            "throughput {:?} (requested {throughput:?})",
-            v.throughput
+            "throughput {:?} (requested {:?})",
+            v.throughput, want.throughput
         ));
     }
-    if v.encrypted != params.encrypted {
+    if v.encrypted != want.encrypted {
         diffs.push(format!(
             "encrypted {} (requested {})",
-            v.encrypted, params.encrypted
+            v.encrypted, want.encrypted
         ));
     }
-    if &v.snapshot_id != snapshot_id {
+    if v.snapshot_id != want.snapshot_id {
+        let show = |s: &Option<SnapshotId>| format!("{:?}", s.as_ref().map(SnapshotId::as_str));
         diffs.push(format!(
-            "source snapshot {:?} (requested {snapshot_id:?})",
-            v.snapshot_id
+            "source snapshot {} (requested {})",
+            show(&v.snapshot_id),
+            show(&want.snapshot_id)
         ));
     }
     if !zones.is_empty() && !zones.contains(&v.zone) {
@@ -254,7 +281,7 @@ fn check_compatible(
 /// Waits until the volume is `available` (or already attached). An `error`
 /// volume is deleted and reported; a volume that stays invisible is
 /// NotFound.
-pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &str) -> Result<Volume> {
+pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &VolumeId) -> Result<Volume> {
     let started = tokio::time::Instant::now();
     let result = poll(
         &format!("volume {id} to become available"),
@@ -291,7 +318,6 @@ pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &str) -> Result<Vo
                 }
             )))
         }
-        Err(CloudError::NotFound(m)) => Err(Error::NotFound(m)),
         Err(CloudError::Timeout(m)) => Err(Error::DeadlineExceeded(format!(
             "{m}; the request can be retried and will find the volume"
         ))),
@@ -302,69 +328,42 @@ pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &str) -> Result<Vo
 /// DeleteVolume: OK when the volume does not exist (or the id could not
 /// name one), FailedPrecondition while attached.
 pub async fn delete(ctl: &Ctl, req: csi::DeleteVolumeRequest) -> Result<csi::DeleteVolumeResponse> {
-    let id = req.volume_id;
-    if id.is_empty() {
+    if req.volume_id.is_empty() {
         return Err(Error::missing("volume_id"));
     }
-    if !is_volume_id(&id) {
-        tracing::info!(volume_id = %id, "not an EBS volume id; nothing to delete");
+    let Some(id) = VolumeId::parse(&req.volume_id) else {
+        tracing::info!(volume_id = %req.volume_id, "not an EBS volume id; nothing to delete");
         return Ok(csi::DeleteVolumeResponse {});
-    }
+    };
     let cloud = ctl.cloud()?;
-    let _guard = ctl.inflight.claim(&id, "volume")?;
+    let _guard = ctl.inflight.claim(id.as_str(), "volume")?;
     match cloud.volume(&id).await? {
         None => return Ok(csi::DeleteVolumeResponse {}),
         Some(v) if !v.attached_instances().is_empty() => {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id} is still attached to {}; unpublish it first",
-                v.attached_instances().join(", ")
+                v.attached_instance_names().join(", ")
             )));
         }
         Some(_) => {}
     }
     match cloud.delete_volume(&id).await {
         Ok(()) | Err(CloudError::NotFound(_)) => Ok(csi::DeleteVolumeResponse {}),
-        Err(CloudError::InUse(m)) => Err(Error::FailedPrecondition(m)),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Tags of a new volume: name, driver tags, created-for tags, user tags.
-pub fn volume_tags(
-    common: Vec<(String, String)>,
-    name: &str,
-    params: &VolumeParams,
-) -> Vec<(String, String)> {
-    let mut tags = vec![(VOLUME_NAME_TAG.to_string(), name.to_string())];
-    tags.extend(common);
-    for (key, value) in [
-        ("kubernetes.io/created-for/pvc/name", &params.pvc_name),
-        (
-            "kubernetes.io/created-for/pvc/namespace",
-            &params.pvc_namespace,
-        ),
-        ("kubernetes.io/created-for/pv/name", &params.pv_name),
-    ] {
-        if let Some(v) = value {
-            tags.push((key.to_string(), v.clone()));
-        }
-    }
-    for (k, v) in &params.tags {
-        super::tags::push_unique(&mut tags, k.clone(), v.clone());
-    }
-    tags
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloud::VolumeType;
 
     #[test]
     fn client_tokens_are_64_hex_and_differ_by_params_and_attempt() {
         let spec = VolumeSpec {
             zone: "us-east-1a".into(),
             size_gib: 10,
-            volume_type: "gp3".into(),
+            volume_type: VolumeType::Gp3,
             ..VolumeSpec::default()
         };
         let a = client_token("pvc-1", &spec, 0);
@@ -378,26 +377,5 @@ mod tests {
             ..spec.clone()
         };
         assert_ne!(a, client_token("pvc-1", &bigger, 0));
-    }
-
-    #[test]
-    fn tags_in_order_and_user_tags_cannot_override() {
-        let mut params = VolumeParams {
-            pvc_name: Some("data-0".into()),
-            ..VolumeParams::default()
-        };
-        params.tags = vec![("team".into(), "db".into())];
-        let tags = volume_tags(
-            vec![("ebs.csi.aws.com/cluster".into(), "true".into())],
-            "pvc-1",
-            &params,
-        );
-        assert_eq!(tags[0], ("CSIVolumeName".into(), "pvc-1".into()));
-        assert_eq!(tags[1], ("ebs.csi.aws.com/cluster".into(), "true".into()));
-        assert!(tags.contains(&("kubernetes.io/created-for/pvc/name".into(), "data-0".into())));
-        assert_eq!(
-            tags.last().unwrap(),
-            &("team".to_string(), "db".to_string())
-        );
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::contract::format::FsType;
 use crate::error::{Error, Result};
 use crate::node::mounter::{MountError, Mounter, PathKind};
 
@@ -108,7 +109,7 @@ fn wait_for_size(m: &dyn Mounter, device: &Path, spec: &ExpandSpec<'_>) -> Resul
 /// Names the usual cause of a refused online ext growth.
 fn explain(err: MountError, fs_type: &str) -> Error {
     let text = err.to_string();
-    if fs_type.starts_with("ext") && text.contains("Permission denied") {
+    if FsType::is_ext_name(fs_type) && text.contains("Permission denied") {
         return Error::Internal(format!(
             "{text} (online ext growth needs CAP_SYS_RESOURCE in the driver's container)"
         ));

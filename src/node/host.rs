@@ -12,6 +12,8 @@ use std::process::Command;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::contract::format::FsType;
+
 use super::mounter::{FsStats, MountEntry, MountError, Mounter, PathKind, Probe, parse_mountinfo};
 
 /// How many bytes at the start of a device must be zero for it to count as
@@ -152,10 +154,6 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
     let rest = rest.trim_start_matches([':', '=', ' ', '\t']);
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
-}
-
-fn is_ext(fs_type: &str) -> bool {
-    matches!(fs_type, "ext2" | "ext3" | "ext4")
 }
 
 impl Mounter for HostMounter {
@@ -341,7 +339,7 @@ impl Mounter for HostMounter {
                 value: text.chars().take(400).collect(),
             }),
         };
-        if is_ext(fs_type) {
+        if FsType::is_ext_name(fs_type) {
             let out = run("dumpe2fs", &["-h", dev])?;
             parse(&out, "Block count", "Block size")
         } else if fs_type == "xfs" {
@@ -359,7 +357,7 @@ impl Mounter for HostMounter {
 
     fn grow_offline(&self, device: &Path, fs_type: &str) -> Result<(), MountError> {
         let dev = path_str(device)?;
-        if !is_ext(fs_type) {
+        if !FsType::is_ext_name(fs_type) {
             return Err(MountError::Parse {
                 what: "filesystem type for offline growth (ext2/3/4 only)",
                 value: fs_type.to_string(),
@@ -381,7 +379,7 @@ impl Mounter for HostMounter {
         mount_path: &Path,
         fs_type: &str,
     ) -> Result<(), MountError> {
-        if is_ext(fs_type) {
+        if FsType::is_ext_name(fs_type) {
             run("resize2fs", &[path_str(device)?]).map(drop)
         } else if fs_type == "xfs" {
             run("xfs_growfs", &["-d", path_str(mount_path)?]).map(drop)

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::contract::format::FormatOptions;
+use crate::contract::{DEVICE_PATH_KEY, EBS_ZONE_KEY, FS_TYPE_CONTEXT_KEY, WELL_KNOWN_ZONE_KEY};
 use crate::csi;
 use crate::csi::node_server::Node;
 use crate::csi::node_service_capability::{self, rpc::Type as Cap};
@@ -32,20 +34,10 @@ use crate::csi::volume_usage::Unit;
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
 use crate::metadata::InstanceState;
-use crate::rpc::{self, Ids};
+use crate::rpc;
 use device::DeviceFinder;
-use format::FormatOptions;
 use mounter::Mounter;
 use request::Access;
-
-pub use crate::controller::params::FS_TYPE_CONTEXT_KEY;
-
-/// Publish-context key carrying the device name the controller attached as.
-pub const DEVICE_PATH_KEY: &str = "devicePath";
-/// Topology key reported with the zone (well-known Kubernetes key).
-pub const WELL_KNOWN_ZONE_KEY: &str = "topology.kubernetes.io/zone";
-/// Topology key reported with the zone (the reference driver's own key).
-pub const ZONE_KEY: &str = "topology.ebs.csi.aws.com/zone";
 
 /// What the Node service is built from.
 pub struct NodeConfig {
@@ -132,8 +124,7 @@ impl NodeService {
             // StorageClass asked for, recorded at CreateVolume.
             mount.fs_type = format::fs_type(fs)?;
         }
-        let format = FormatOptions::from_context(&req.volume_context)?;
-        format::mkfs_args(&mount.fs_type, &format)?;
+        let format = FormatOptions::from_context(&req.volume_context, mount.fs_type)?;
         let dev_path = device_path(&req.publish_context);
         let guard = self
             .inner
@@ -335,7 +326,7 @@ impl NodeService {
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
-        let segments = [WELL_KNOWN_ZONE_KEY, ZONE_KEY]
+        let segments = [WELL_KNOWN_ZONE_KEY, EBS_ZONE_KEY]
             .into_iter()
             .map(|k| (k.to_string(), info.availability_zone.clone()))
             .collect();
@@ -363,66 +354,49 @@ impl Node for NodeService {
         &self,
         request: Request<csi::NodeStageVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run("NodeStageVolume", Ids::volume(&id), self.stage(req)).await
+        rpc::serve("NodeStageVolume", request, |r| self.stage(r)).await
     }
 
     async fn node_unstage_volume(
         &self,
         request: Request<csi::NodeUnstageVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run("NodeUnstageVolume", Ids::volume(&id), self.unstage(req)).await
+        rpc::serve("NodeUnstageVolume", request, |r| self.unstage(r)).await
     }
 
     async fn node_publish_volume(
         &self,
         request: Request<csi::NodePublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run("NodePublishVolume", Ids::volume(&id), self.publish(req)).await
+        rpc::serve("NodePublishVolume", request, |r| self.publish(r)).await
     }
 
     async fn node_unpublish_volume(
         &self,
         request: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run("NodeUnpublishVolume", Ids::volume(&id), self.unpublish(req)).await
+        rpc::serve("NodeUnpublishVolume", request, |r| self.unpublish(r)).await
     }
 
     async fn node_get_volume_stats(
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> std::result::Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run(
-            "NodeGetVolumeStats",
-            Ids::volume(&id),
-            self.volume_stats(req),
-        )
-        .await
+        rpc::serve("NodeGetVolumeStats", request, |r| self.volume_stats(r)).await
     }
 
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        let req = request.into_inner();
-        let id = req.volume_id.clone();
-        rpc::run("NodeExpandVolume", Ids::volume(&id), self.expand(req)).await
+        rpc::serve("NodeExpandVolume", request, |r| self.expand(r)).await
     }
 
     async fn node_get_capabilities(
         &self,
-        _request: Request<csi::NodeGetCapabilitiesRequest>,
+        request: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> std::result::Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
-        rpc::run("NodeGetCapabilities", Ids::default(), async {
+        rpc::serve("NodeGetCapabilities", request, |_| async {
             Ok(csi::NodeGetCapabilitiesResponse {
                 capabilities: [
                     Cap::StageUnstageVolume,
@@ -444,8 +418,8 @@ impl Node for NodeService {
 
     async fn node_get_info(
         &self,
-        _request: Request<csi::NodeGetInfoRequest>,
+        request: Request<csi::NodeGetInfoRequest>,
     ) -> std::result::Result<Response<csi::NodeGetInfoResponse>, Status> {
-        rpc::run("NodeGetInfo", Ids::default(), async { self.info() }).await
+        rpc::serve("NodeGetInfo", request, |_| async { self.info() }).await
     }
 }

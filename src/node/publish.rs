@@ -185,14 +185,14 @@ pub fn unpublish(m: &dyn Mounter, volume_id: &str, target: &Path) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::format::{FormatOptions, FsType};
     use crate::node::fake::{FakeMounter, GIB};
-    use crate::node::format::FormatOptions;
     use crate::node::mounter::Probe;
     use crate::node::stage::{StageSpec, stage};
 
     fn access(group: Option<u32>) -> MountAccess {
         MountAccess {
-            fs_type: "ext4".into(),
+            fs_type: FsType::Ext4,
             flags: vec!["nosuid".into()],
             group,
         }

@@ -3,6 +3,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::contract::format::FsType;
 use crate::csi::VolumeCapability;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::{AccessType, MountVolume};
@@ -22,7 +23,7 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountAccess {
     /// Validated filesystem type (`ext4` when the capability gave none).
-    pub fs_type: String,
+    pub fs_type: FsType,
     /// Mount flags, as given.
     pub flags: Vec<String>,
     /// Group that must be able to write the volume (volume_mount_group).
@@ -176,7 +177,7 @@ mod tests {
         else {
             panic!("mount expected");
         };
-        assert_eq!((m.fs_type.as_str(), m.group), ("xfs", Some(1000)));
+        assert_eq!((m.fs_type, m.group), (FsType::Xfs, Some(1000)));
         let err = access(Some(&cap(mount, Mode::MultiNodeMultiWriter))).unwrap_err();
         assert!(err.to_string().contains("MULTI_NODE_MULTI_WRITER"), "{err}");
         let block = AccessType::Block(BlockVolume {});

@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
+use crate::contract::format::{FormatOptions, FsType};
 use crate::error::{Error, Result};
-use crate::node::format::{self, FormatOptions};
+use crate::node::format;
 use crate::node::mounter::{Mounter, PathKind, Probe};
 use crate::node::request::MountAccess;
 
@@ -81,7 +82,10 @@ pub fn stage(m: &dyn Mounter, spec: &StageSpec<'_>) -> Result<Staged> {
     }
 
     let (fs_type, outcome) = prepare(m, spec)?;
-    if outcome != Staged::Formatted && is_ext(&fs_type) && needs_growth(m, device, &fs_type)? {
+    if outcome != Staged::Formatted
+        && FsType::is_ext_name(&fs_type)
+        && needs_growth(m, device, &fs_type)?
+    {
         // ext grows offline, before the mount: online ext growth needs
         // CAP_SYS_RESOURCE, and the volume is not in use yet anyway.
         tracing::info!(volume_id, device = %device.display(), "growing {fs_type} to the device size");
@@ -117,7 +121,7 @@ fn prepare(m: &dyn Mounter, spec: &StageSpec<'_>) -> Result<(String, Staged)> {
     let requested = spec.mount.fs_type.as_str();
     match m.probe(device)? {
         Probe::Empty => {
-            let args = format::mkfs_args(requested, spec.format)?;
+            let args = format::mkfs_args(spec.mount.fs_type, spec.format);
             tracing::info!(volume_id, device = %device.display(), fs_type = requested, ?args, "formatting empty device");
             m.format(device, requested, &args)?;
             Ok((requested.to_string(), Staged::Formatted))
@@ -149,10 +153,6 @@ fn prepare(m: &dyn Mounter, spec: &StageSpec<'_>) -> Result<(String, Staged)> {
         ))),
         Probe::Ambiguous(detail) => Err(refuse(format!("has conflicting signatures ({detail})"))),
     }
-}
-
-fn is_ext(fs_type: &str) -> bool {
-    matches!(fs_type, "ext2" | "ext3" | "ext4")
 }
 
 /// Whether the filesystem on `device` is smaller than the device.
@@ -212,7 +212,7 @@ mod tests {
 
     fn mount(fs: &str) -> MountAccess {
         MountAccess {
-            fs_type: fs.into(),
+            fs_type: FsType::parse(fs).unwrap(),
             flags: vec!["noatime".into()],
             group: None,
         }

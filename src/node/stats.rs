@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::node::mounter::{FsStats, Mounter, PathKind};
+use crate::node::mounter::{FsStats, MountEntry, Mounter, PathKind};
 
 /// What NodeGetVolumeStats reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,39 +55,70 @@ pub fn stats(
             path.display()
         )));
     };
-    let volume_dev = device.and_then(|d| m.device_number(d).ok().flatten());
-    let not_this_volume = |found: &str| {
-        Error::NotFound(format!(
-            "{} is a mount of {found}, not of volume {volume_id}",
-            path.display()
-        ))
+    let target = Target {
+        volume_id,
+        path,
+        entry: &entry,
+        volume_dev: device.and_then(|d| m.device_number(d).ok().flatten()),
     };
-
     if kind == PathKind::File {
-        let Some(rdev) = m.device_number(path).ok().flatten() else {
-            return Ok(VolumeStats::abnormal(format!(
-                "{} no longer shows a block device: the device of volume {volume_id} vanished",
-                path.display()
-            )));
-        };
-        if volume_dev.is_some_and(|v| v != rdev) {
-            return Err(not_this_volume(&entry.root));
-        }
-        if !m.device_exists(rdev) {
-            return Ok(VolumeStats::abnormal(format!(
-                "the device of volume {volume_id} at {} vanished",
-                path.display()
-            )));
-        }
-        return Ok(VolumeStats {
-            fs: None,
-            block_bytes: Some(m.device_size(path)?),
-            abnormal: None,
-        });
+        block_stats(m, &target)
+    } else {
+        fs_stats(m, &target)
     }
+}
 
-    if volume_dev.is_some_and(|v| v != entry.dev) {
-        return Err(not_this_volume(&entry.source));
+/// A published (or staged) volume path and what is mounted there.
+struct Target<'a> {
+    volume_id: &'a str,
+    path: &'a Path,
+    entry: &'a MountEntry,
+    /// The device number of the volume's device, when it was found.
+    volume_dev: Option<u64>,
+}
+
+impl Target<'_> {
+    /// NotFound: the path holds a mount of something else.
+    fn not_this_volume(&self, found: &str) -> Error {
+        Error::NotFound(format!(
+            "{} is a mount of {found}, not of volume {}",
+            self.path.display(),
+            self.volume_id
+        ))
+    }
+}
+
+/// A block volume: its device's size, or why it is abnormal.
+fn block_stats(m: &dyn Mounter, t: &Target<'_>) -> Result<VolumeStats> {
+    let (volume_id, path) = (t.volume_id, t.path);
+    let Some(rdev) = m.device_number(path).ok().flatten() else {
+        return Ok(VolumeStats::abnormal(format!(
+            "{} no longer shows a block device: the device of volume {volume_id} vanished",
+            path.display()
+        )));
+    };
+    if t.volume_dev.is_some_and(|v| v != rdev) {
+        return Err(t.not_this_volume(&t.entry.root));
+    }
+    if !m.device_exists(rdev) {
+        return Ok(VolumeStats::abnormal(format!(
+            "the device of volume {volume_id} at {} vanished",
+            path.display()
+        )));
+    }
+    Ok(VolumeStats {
+        fs: None,
+        block_bytes: Some(m.device_size(path)?),
+        abnormal: None,
+    })
+}
+
+/// A filesystem volume: statvfs, and whether its device vanished or the
+/// filesystem turned itself read-only.
+fn fs_stats(m: &dyn Mounter, t: &Target<'_>) -> Result<VolumeStats> {
+    let (volume_id, path, entry) = (t.volume_id, t.path, t.entry);
+    if t.volume_dev.is_some_and(|v| v != entry.dev) {
+        return Err(t.not_this_volume(&entry.source));
     }
     let fs = m.statvfs(path)?;
     let abnormal = if !m.device_exists(entry.dev) {

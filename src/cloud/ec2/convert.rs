@@ -48,13 +48,12 @@ pub fn time(t: Option<&DateTime>) -> Option<SystemTime> {
 macro_rules! volume_fields {
     ($v:expr, $attachments:expr) => {
         Volume {
-            id: $v.volume_id().unwrap_or_default().to_string(),
+            id: VolumeId::from_ec2($v.volume_id().unwrap_or_default()),
             size_gib: $v.size().unwrap_or_default() as i64,
             zone: $v.availability_zone().unwrap_or_default().to_string(),
-            volume_type: $v
-                .volume_type()
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
+            volume_type: VolumeType::from_ec2(
+                $v.volume_type().map(|t| t.as_str()).unwrap_or_default(),
+            ),
             iops: $v.iops().map(i64::from),
             throughput: $v.throughput().map(i64::from),
             encrypted: $v.encrypted().unwrap_or(false),
@@ -62,7 +61,7 @@ macro_rules! volume_fields {
             snapshot_id: $v
                 .snapshot_id()
                 .filter(|s| !s.is_empty())
-                .map(str::to_string),
+                .map(SnapshotId::from_ec2),
             multi_attach: $v.multi_attach_enabled().unwrap_or(false),
             state: VolumeState::parse($v.state().map(|s| s.as_str()).unwrap_or("")),
             attachments: $attachments,
@@ -78,7 +77,7 @@ pub fn volume(v: &aws_sdk_ec2::types::Volume) -> Volume {
         .attachments()
         .iter()
         .map(|a| Attachment {
-            instance_id: a.instance_id().unwrap_or_default().to_string(),
+            instance_id: InstanceId::from_ec2(a.instance_id().unwrap_or_default()),
             device: a.device().unwrap_or_default().to_string(),
             state: AttachState::parse(a.state().map(|s| s.as_str()).unwrap_or("")),
         })
@@ -94,7 +93,7 @@ pub fn created_volume(v: &aws_sdk_ec2::operation::create_volume::CreateVolumeOut
 /// Domain instance from DescribeInstances' item.
 pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
     Instance {
-        id: i.instance_id().unwrap_or_default().to_string(),
+        id: InstanceId::from_ec2(i.instance_id().unwrap_or_default()),
         zone: i
             .placement()
             .and_then(|p| p.availability_zone())
@@ -115,7 +114,7 @@ pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
             .filter_map(|m| {
                 Some(BlockDevice {
                     name: m.device_name()?.to_string(),
-                    volume_id: m.ebs().and_then(|e| e.volume_id()).map(str::to_string),
+                    volume_id: m.ebs().and_then(|e| e.volume_id()).map(VolumeId::from_ec2),
                     card: m
                         .ebs()
                         .and_then(|e| e.ebs_card_index())
@@ -131,8 +130,8 @@ pub fn instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
 macro_rules! snapshot_fields {
     ($s:expr) => {
         Snapshot {
-            id: $s.snapshot_id().unwrap_or_default().to_string(),
-            volume_id: $s.volume_id().unwrap_or_default().to_string(),
+            id: SnapshotId::from_ec2($s.snapshot_id().unwrap_or_default()),
+            volume_id: VolumeId::from_ec2($s.volume_id().unwrap_or_default()),
             size_gib: $s.volume_size().unwrap_or_default() as i64,
             state: SnapshotState::parse($s.state().map(|x| x.as_str()).unwrap_or("")),
             start_time: time($s.start_time()),
@@ -161,10 +160,12 @@ pub fn created_snapshot(
 /// Domain modification from DescribeVolumesModifications' item.
 pub fn modification(m: &aws_sdk_ec2::types::VolumeModification) -> Modification {
     Modification {
-        volume_id: m.volume_id().unwrap_or_default().to_string(),
+        volume_id: VolumeId::from_ec2(m.volume_id().unwrap_or_default()),
         state: ModificationState::parse(m.modification_state().map(|s| s.as_str()).unwrap_or("")),
         target_size_gib: m.target_size().map(i64::from),
-        target_type: m.target_volume_type().map(|t| t.as_str().to_string()),
+        target_type: m
+            .target_volume_type()
+            .map(|t| VolumeType::from_ec2(t.as_str())),
         target_iops: m.target_iops().map(i64::from),
         target_throughput: m.target_throughput().map(i64::from),
     }

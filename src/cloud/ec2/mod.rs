@@ -26,15 +26,17 @@ use super::coalesce::Coalescer;
 use super::error::{CloudError, CloudResult};
 use super::limiter::Limiter;
 use super::types::*;
-use super::{Cloud, SnapshotLock};
-use crate::metrics::{self, Metrics};
+use super::{Cloud, Ec2Observer};
 
-/// Tag naming the CSI volume a volume was created for.
-pub const VOLUME_NAME_TAG: &str = "CSIVolumeName";
-/// Tag naming the CSI snapshot a snapshot was created for.
-pub const SNAPSHOT_NAME_TAG: &str = "CSIVolumeSnapshotName";
-/// Tag on everything this driver creates (the IAM policy conditions on it).
-pub const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
+/// EC2 accepts at most 200 values per filter.
+const MAX_FILTER_VALUES: usize = 200;
+
+/// The client behind a coalescer's weak reference, or an error once it is
+/// being dropped.
+fn upgrade(weak: &std::sync::Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
+    weak.upgrade()
+        .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
+}
 
 /// Attempts for a throttled call before giving up.
 const THROTTLE_ATTEMPTS: u32 = 10;
@@ -42,24 +44,27 @@ const THROTTLE_ATTEMPTS: u32 = 10;
 const SERVER_ERROR_ATTEMPTS: u32 = 4;
 
 /// How to connect to EC2.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Ec2Options {
     /// Region; default: the SDK chain (AWS_REGION, profile, IMDS).
     pub region: Option<String>,
     /// Appended to the user agent (`--user-agent-extra`).
     pub user_agent_extra: String,
+    /// Told of every request attempt (the metrics).
+    pub observer: Option<&'static dyn Ec2Observer>,
 }
 
 /// EC2 through aws-sdk-ec2.
 pub struct Ec2Cloud {
     client: aws_sdk_ec2::Client,
     limiter: Limiter,
-    metrics: &'static Metrics,
+    observer: Option<&'static dyn Ec2Observer>,
     volumes: Coalescer<Volume>,
     volumes_by_name: Coalescer<Volume>,
     instances: Coalescer<Instance>,
     snapshots: Coalescer<Snapshot>,
     snapshots_by_name: Coalescer<Snapshot>,
+    modifications: Coalescer<Modification>,
     zones: OnceCell<Vec<String>>,
 }
 
@@ -102,15 +107,17 @@ impl Ec2Cloud {
             let instances = volumes::instances_by_id(weak.clone());
             let snapshots = snapshots::by_id(weak.clone());
             let snapshots_by_name = snapshots::by_name(weak.clone());
+            let modifications = volumes::modifications_by_id(weak.clone());
             Ec2Cloud {
                 client,
                 limiter: Limiter::default(),
-                metrics: metrics::global(),
+                observer: opts.observer,
                 volumes,
                 volumes_by_name,
                 instances,
                 snapshots,
                 snapshots_by_name,
+                modifications,
                 zones: OnceCell::new(),
             }
         }))
@@ -134,7 +141,9 @@ impl Ec2Cloud {
             let elapsed = started.elapsed();
             let (err, code) = match result {
                 Ok(value) => {
-                    self.metrics.ec2_request(action, elapsed, None);
+                    if let Some(o) = self.observer {
+                        o.ec2_request(action, elapsed, None, false);
+                    }
                     tracing::debug!(action, attempt, ms = elapsed.as_millis() as u64, "ec2 call");
                     return Ok(value);
                 }
@@ -150,8 +159,10 @@ impl Ec2Cloud {
                     (CloudError::from_sdk(action, e), code)
                 }
             };
-            self.metrics
-                .ec2_request(action, elapsed, Some((&err, &code)));
+            if let Some(o) = self.observer {
+                let throttled = matches!(err, CloudError::Throttled(_));
+                o.ec2_request(action, elapsed, Some(&code), throttled);
+            }
             let limit = match err {
                 CloudError::Throttled(_) => THROTTLE_ATTEMPTS,
                 CloudError::Unavailable(_) => SERVER_ERROR_ATTEMPTS,
@@ -217,14 +228,14 @@ impl Cloud for Ec2Cloud {
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
         self.create_volume_impl(spec).await
     }
-    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
-        self.delete_volume_impl(volume_id).await
+    async fn delete_volume(&self, id: &VolumeId) -> CloudResult<()> {
+        self.delete_volume_impl(id).await
     }
-    async fn volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
-        self.volumes.get(volume_id).await
+    async fn volume(&self, id: &VolumeId) -> CloudResult<Option<Volume>> {
+        self.volumes.get(id.as_str()).await
     }
-    async fn poll_volume(&self, volume_id: &str) -> CloudResult<Option<Volume>> {
-        self.volumes.get_polled(volume_id).await
+    async fn poll_volume(&self, id: &VolumeId) -> CloudResult<Option<Volume>> {
+        self.volumes.get_polled(id.as_str()).await
     }
     async fn volume_by_name(&self, name: &str) -> CloudResult<Option<Volume>> {
         self.volumes_by_name.get(name).await
@@ -232,26 +243,26 @@ impl Cloud for Ec2Cloud {
     async fn list_volumes(&self) -> CloudResult<Vec<Volume>> {
         self.list_volumes_impl().await
     }
-    async fn instance(&self, instance_id: &str) -> CloudResult<Option<Instance>> {
-        self.instances.get(instance_id).await
+    async fn instance(&self, id: &InstanceId) -> CloudResult<Option<Instance>> {
+        self.instances.get(id.as_str()).await
     }
     async fn attach_volume(
         &self,
-        volume_id: &str,
-        instance_id: &str,
+        volume: &VolumeId,
+        instance: &InstanceId,
         device: &str,
         card: Option<u32>,
     ) -> CloudResult<()> {
-        self.attach_volume_impl(volume_id, instance_id, device, card)
+        self.attach_volume_impl(volume, instance, device, card)
             .await
     }
     async fn detach_volume(
         &self,
-        volume_id: &str,
-        instance_id: &str,
+        volume: &VolumeId,
+        instance: &InstanceId,
         force: bool,
     ) -> CloudResult<()> {
-        self.detach_volume_impl(volume_id, instance_id, force).await
+        self.detach_volume_impl(volume, instance, force).await
     }
     async fn zones(&self) -> CloudResult<Vec<String>> {
         self.zones
@@ -259,42 +270,41 @@ impl Cloud for Ec2Cloud {
             .await
             .cloned()
     }
-    async fn modify_volume(&self, volume_id: &str, spec: &ModifySpec) -> CloudResult<()> {
-        self.modify_volume_impl(volume_id, spec).await
+    async fn modify_volume(&self, id: &VolumeId, spec: &ModifySpec) -> CloudResult<()> {
+        self.modify_volume_impl(id, spec).await
     }
-    async fn modification(&self, volume_id: &str) -> CloudResult<Option<Modification>> {
-        self.modification_impl(volume_id).await
+    async fn modification(&self, id: &VolumeId) -> CloudResult<Option<Modification>> {
+        self.modifications.get(id.as_str()).await
     }
-    async fn create_tags(&self, resource_id: &str, tags: &[(String, String)]) -> CloudResult<()> {
-        self.create_tags_impl(resource_id, tags).await
+    async fn create_tags(&self, id: &VolumeId, tags: &[(String, String)]) -> CloudResult<()> {
+        self.create_tags_impl(id.as_str(), tags).await
     }
-    async fn delete_tags(&self, resource_id: &str, keys: &[String]) -> CloudResult<()> {
-        self.delete_tags_impl(resource_id, keys).await
+    async fn delete_tags(&self, id: &VolumeId, keys: &[String]) -> CloudResult<()> {
+        self.delete_tags_impl(id.as_str(), keys).await
     }
     async fn create_snapshot(
         &self,
-        volume_id: &str,
+        volume: &VolumeId,
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Snapshot> {
-        self.create_snapshot_impl(volume_id, description, tags)
-            .await
+        self.create_snapshot_impl(volume, description, tags).await
     }
     async fn create_snapshots(
         &self,
-        instance_id: &str,
-        volume_ids: &[String],
+        instance: &InstanceId,
+        volumes: &[VolumeId],
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Vec<Snapshot>> {
-        self.create_snapshots_impl(instance_id, volume_ids, description, tags)
+        self.create_snapshots_impl(instance, volumes, description, tags)
             .await
     }
-    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
-        self.delete_snapshot_impl(snapshot_id).await
+    async fn delete_snapshot(&self, id: &SnapshotId) -> CloudResult<()> {
+        self.delete_snapshot_impl(id).await
     }
-    async fn snapshot(&self, snapshot_id: &str) -> CloudResult<Option<Snapshot>> {
-        self.snapshots.get(snapshot_id).await
+    async fn snapshot(&self, id: &SnapshotId) -> CloudResult<Option<Snapshot>> {
+        self.snapshots.get(id.as_str()).await
     }
     async fn snapshot_by_name(&self, name: &str) -> CloudResult<Option<Snapshot>> {
         self.snapshots_by_name.get(name).await
@@ -302,17 +312,17 @@ impl Cloud for Ec2Cloud {
     async fn snapshots_tagged(&self, key: &str, value: &str) -> CloudResult<Vec<Snapshot>> {
         self.snapshots_tagged_impl(key, value).await
     }
-    async fn list_snapshots(&self, volume_id: Option<&str>) -> CloudResult<Vec<Snapshot>> {
-        self.list_snapshots_impl(volume_id).await
+    async fn list_snapshots(&self, volume: Option<&VolumeId>) -> CloudResult<Vec<Snapshot>> {
+        self.list_snapshots_impl(volume).await
     }
     async fn enable_fast_snapshot_restores(
         &self,
-        snapshot_id: &str,
+        id: &SnapshotId,
         zones: &[String],
     ) -> CloudResult<()> {
-        self.enable_fsr_impl(snapshot_id, zones).await
+        self.enable_fsr_impl(id, zones).await
     }
-    async fn lock_snapshot(&self, snapshot_id: &str, lock: &SnapshotLock) -> CloudResult<()> {
-        self.lock_snapshot_impl(snapshot_id, lock).await
+    async fn lock_snapshot(&self, id: &SnapshotId, lock: &SnapshotLock) -> CloudResult<()> {
+        self.lock_snapshot_impl(id, lock).await
     }
 }

@@ -4,18 +4,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
-use aws_sdk_ec2::types::{Filter, InstanceSpecification, LockMode, ResourceType};
+use aws_sdk_ec2::types::{Filter, InstanceSpecification, LockMode as SdkLockMode, ResourceType};
 
-use super::{CLUSTER_TAG, Ec2Cloud, SNAPSHOT_NAME_TAG, convert};
-use crate::cloud::SnapshotLock;
+use super::{Ec2Cloud, MAX_FILTER_VALUES, convert, upgrade};
 use crate::cloud::coalesce::{Coalescer, FetchFn};
 use crate::cloud::error::{CloudError, CloudResult};
 use crate::cloud::types::*;
-
-fn upgrade(weak: &Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
-    weak.upgrade()
-        .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
-}
+use crate::contract::tags;
 
 /// Coalesced lookup of snapshots by id (a `snapshot-id` filter, so a
 /// missing id does not fail the batch).
@@ -27,10 +22,10 @@ pub(super) fn by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
             let found = cloud
                 .describe_snapshots(vec![convert::filter("snapshot-id", ids)])
                 .await?;
-            Ok(found.into_iter().map(|s| (s.id.clone(), s)).collect())
+            Ok(found.into_iter().map(|s| (s.id.to_string(), s)).collect())
         })
     });
-    Coalescer::new(200, fetch)
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
 }
 
 /// Coalesced lookup of snapshots by their `CSIVolumeSnapshotName` tag.
@@ -41,13 +36,13 @@ pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
             let cloud = upgrade(&weak)?;
             let found = cloud
                 .describe_snapshots(vec![convert::filter(
-                    &format!("tag:{SNAPSHOT_NAME_TAG}"),
+                    &format!("tag:{}", tags::SNAPSHOT_NAME),
                     names,
                 )])
                 .await?;
             let mut by_name: HashMap<String, Snapshot> = HashMap::new();
             for s in found {
-                let Some(name) = s.tags.get(SNAPSHOT_NAME_TAG).cloned() else {
+                let Some(name) = s.tags.get(tags::SNAPSHOT_NAME).cloned() else {
                     continue;
                 };
                 match by_name.get(&name) {
@@ -60,7 +55,7 @@ pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Snapshot> {
             Ok(by_name)
         })
     });
-    Coalescer::new(200, fetch)
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
 }
 
 impl Ec2Cloud {
@@ -85,7 +80,7 @@ impl Ec2Cloud {
 
     pub(super) async fn create_snapshot_impl(
         &self,
-        volume_id: &str,
+        volume_id: &VolumeId,
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Snapshot> {
@@ -93,7 +88,7 @@ impl Ec2Cloud {
             .call("CreateSnapshot", || {
                 self.client()
                     .create_snapshot()
-                    .volume_id(volume_id)
+                    .volume_id(volume_id.as_str())
                     .description(description)
                     .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
                     .send()
@@ -104,8 +99,8 @@ impl Ec2Cloud {
 
     pub(super) async fn create_snapshots_impl(
         &self,
-        instance_id: &str,
-        volume_ids: &[String],
+        instance_id: &InstanceId,
+        volume_ids: &[VolumeId],
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Vec<Snapshot>> {
@@ -119,8 +114,8 @@ impl Ec2Cloud {
             .await?;
         let excluded: Vec<String> = attached
             .iter()
-            .map(|v| v.id.clone())
-            .filter(|id| !volume_ids.contains(id))
+            .filter(|v| !volume_ids.contains(&v.id))
+            .map(|v| v.id.to_string())
             .collect();
         let out = self
             .call("CreateSnapshots", || {
@@ -128,7 +123,7 @@ impl Ec2Cloud {
                     .create_snapshots()
                     .instance_specification(
                         InstanceSpecification::builder()
-                            .instance_id(instance_id)
+                            .instance_id(instance_id.as_str())
                             .exclude_boot_volume(true)
                             .set_exclude_data_volume_ids(Some(excluded.clone()))
                             .build(),
@@ -153,11 +148,11 @@ impl Ec2Cloud {
         Ok(wanted)
     }
 
-    pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &str) -> CloudResult<()> {
+    pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &SnapshotId) -> CloudResult<()> {
         self.call("DeleteSnapshot", || {
             self.client()
                 .delete_snapshot()
-                .snapshot_id(snapshot_id)
+                .snapshot_id(snapshot_id.as_str())
                 .send()
         })
         .await
@@ -178,10 +173,10 @@ impl Ec2Cloud {
 
     pub(super) async fn list_snapshots_impl(
         &self,
-        volume_id: Option<&str>,
+        volume_id: Option<&VolumeId>,
     ) -> CloudResult<Vec<Snapshot>> {
         let mut filters = vec![convert::filter(
-            &format!("tag:{CLUSTER_TAG}"),
+            &format!("tag:{}", tags::CLUSTER),
             vec!["true".into()],
         )];
         if let Some(v) = volume_id {
@@ -192,14 +187,14 @@ impl Ec2Cloud {
 
     pub(super) async fn enable_fsr_impl(
         &self,
-        snapshot_id: &str,
+        snapshot_id: &SnapshotId,
         zones: &[String],
     ) -> CloudResult<()> {
         let out = self
             .call("EnableFastSnapshotRestores", || {
                 self.client()
                     .enable_fast_snapshot_restores()
-                    .source_snapshot_ids(snapshot_id)
+                    .source_snapshot_ids(snapshot_id.as_str())
                     .set_availability_zones(Some(zones.to_vec()))
                     .send()
             })
@@ -227,7 +222,7 @@ impl Ec2Cloud {
 
     pub(super) async fn lock_snapshot_impl(
         &self,
-        snapshot_id: &str,
+        snapshot_id: &SnapshotId,
         lock: &SnapshotLock,
     ) -> CloudResult<()> {
         let expiration = match &lock.expiration_date {
@@ -243,8 +238,8 @@ impl Ec2Cloud {
         self.call("LockSnapshot", || {
             self.client()
                 .lock_snapshot()
-                .snapshot_id(snapshot_id)
-                .lock_mode(LockMode::from(lock.mode.as_str()))
+                .snapshot_id(snapshot_id.as_str())
+                .lock_mode(SdkLockMode::from(lock.mode.as_str()))
                 .set_lock_duration(lock.duration_days)
                 .set_expiration_date(expiration)
                 .set_cool_off_period(lock.cool_off_hours)

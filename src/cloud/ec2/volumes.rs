@@ -3,20 +3,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType};
+use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType as SdkVolumeType};
 
-use super::{CLUSTER_TAG, Ec2Cloud, VOLUME_NAME_TAG, convert};
+use super::{Ec2Cloud, MAX_FILTER_VALUES, convert, upgrade};
 use crate::cloud::coalesce::{Coalescer, FetchFn};
 use crate::cloud::error::{CloudError, CloudResult};
 use crate::cloud::types::*;
-
-/// EC2 accepts at most 200 values per filter.
-const MAX_FILTER_VALUES: usize = 200;
-
-fn upgrade(weak: &Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
-    weak.upgrade()
-        .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
-}
+use crate::contract::tags;
 
 /// Coalesced lookup of volumes by id. A `volume-id` filter, not VolumeIds:
 /// with VolumeIds one missing id fails the whole call for everyone.
@@ -31,7 +24,7 @@ pub(super) fn by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Volume> {
             Ok(found
                 .into_iter()
                 .filter(|v| !v.state.is_gone())
-                .map(|v| (v.id.clone(), v))
+                .map(|v| (v.id.to_string(), v))
                 .collect())
         })
     });
@@ -47,13 +40,13 @@ pub(super) fn by_name(weak: Weak<Ec2Cloud>) -> Coalescer<Volume> {
             let cloud = upgrade(&weak)?;
             let found = cloud
                 .describe_volumes(vec![convert::filter(
-                    &format!("tag:{VOLUME_NAME_TAG}"),
+                    &format!("tag:{}", tags::VOLUME_NAME),
                     names,
                 )])
                 .await?;
             let mut by_name: HashMap<String, Volume> = HashMap::new();
             for v in found.into_iter().filter(|v| !v.state.is_gone()) {
-                let Some(name) = v.tags.get(VOLUME_NAME_TAG).cloned() else {
+                let Some(name) = v.tags.get(tags::VOLUME_NAME).cloned() else {
                     continue;
                 };
                 match by_name.get(&name) {
@@ -81,7 +74,49 @@ pub(super) fn instances_by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Instance> {
             Ok(found
                 .into_iter()
                 .filter(|i| i.state != "terminated")
-                .map(|i| (i.id.clone(), i))
+                .map(|i| (i.id.to_string(), i))
+                .collect())
+        })
+    });
+    Coalescer::new(MAX_FILTER_VALUES, fetch)
+}
+
+/// Coalesced lookup of the latest modification of volumes, by a
+/// `volume-id` filter (with VolumeIds, a never-modified volume fails the
+/// whole call): N volumes waiting for a modification cost one call a tick.
+pub(super) fn modifications_by_id(weak: Weak<Ec2Cloud>) -> Coalescer<Modification> {
+    let fetch: FetchFn<Modification> = Arc::new(move |ids: Vec<String>| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let cloud = upgrade(&weak)?;
+            let filters = vec![convert::filter("volume-id", ids)];
+            let found = cloud
+                .paged(
+                    "DescribeVolumesModifications",
+                    |token| {
+                        cloud
+                            .client()
+                            .describe_volumes_modifications()
+                            .set_filters(Some(filters.clone()))
+                            .max_results(500)
+                            .set_next_token(token)
+                            .send()
+                    },
+                    |page| {
+                        let items = page
+                            .volumes_modifications()
+                            .iter()
+                            .map(convert::modification)
+                            .collect();
+                        (items, page.next_token().map(str::to_string))
+                    },
+                )
+                .await?;
+            // EC2 lists the latest modification of each volume; should it
+            // list more, the last one wins.
+            Ok(found
+                .into_iter()
+                .map(|m| (m.volume_id.to_string(), m))
                 .collect())
         })
     });
@@ -163,10 +198,10 @@ impl Ec2Cloud {
                     .create_volume()
                     .availability_zone(&spec.zone)
                     .size(spec.size_gib as i32)
-                    .volume_type(VolumeType::from(spec.volume_type.as_str()))
+                    .volume_type(SdkVolumeType::from(spec.volume_type.as_str()))
                     .encrypted(spec.encrypted)
                     .set_kms_key_id(spec.kms_key_id.clone())
-                    .set_snapshot_id(spec.snapshot_id.clone())
+                    .set_snapshot_id(spec.snapshot_id.as_ref().map(ToString::to_string))
                     .set_iops(spec.iops.map(|i| i as i32))
                     .set_throughput(spec.throughput.map(|t| t as i32))
                     .tag_specifications(convert::tag_spec(ResourceType::Volume, &spec.tags))
@@ -180,9 +215,12 @@ impl Ec2Cloud {
         Ok(convert::created_volume(&out))
     }
 
-    pub(super) async fn delete_volume_impl(&self, volume_id: &str) -> CloudResult<()> {
+    pub(super) async fn delete_volume_impl(&self, volume_id: &VolumeId) -> CloudResult<()> {
         self.call("DeleteVolume", || {
-            self.client().delete_volume().volume_id(volume_id).send()
+            self.client()
+                .delete_volume()
+                .volume_id(volume_id.as_str())
+                .send()
         })
         .await
         .map(|_| ())
@@ -191,7 +229,7 @@ impl Ec2Cloud {
     pub(super) async fn list_volumes_impl(&self) -> CloudResult<Vec<Volume>> {
         let mut volumes = self
             .describe_volumes(vec![convert::filter(
-                &format!("tag:{CLUSTER_TAG}"),
+                &format!("tag:{}", tags::CLUSTER),
                 vec!["true".into()],
             )])
             .await?;
@@ -201,16 +239,16 @@ impl Ec2Cloud {
 
     pub(super) async fn attach_volume_impl(
         &self,
-        volume_id: &str,
-        instance_id: &str,
+        volume_id: &VolumeId,
+        instance_id: &InstanceId,
         device: &str,
         card: Option<u32>,
     ) -> CloudResult<()> {
         self.call("AttachVolume", || {
             self.client()
                 .attach_volume()
-                .volume_id(volume_id)
-                .instance_id(instance_id)
+                .volume_id(volume_id.as_str())
+                .instance_id(instance_id.as_str())
                 .device(device)
                 .set_ebs_card_index(card.map(|c| c as i32))
                 .send()
@@ -221,15 +259,15 @@ impl Ec2Cloud {
 
     pub(super) async fn detach_volume_impl(
         &self,
-        volume_id: &str,
-        instance_id: &str,
+        volume_id: &VolumeId,
+        instance_id: &InstanceId,
         force: bool,
     ) -> CloudResult<()> {
         self.call("DetachVolume", || {
             self.client()
                 .detach_volume()
-                .volume_id(volume_id)
-                .instance_id(instance_id)
+                .volume_id(volume_id.as_str())
+                .instance_id(instance_id.as_str())
                 .force(force)
                 .send()
         })
@@ -239,44 +277,25 @@ impl Ec2Cloud {
 
     pub(super) async fn modify_volume_impl(
         &self,
-        volume_id: &str,
+        volume_id: &VolumeId,
         spec: &ModifySpec,
     ) -> CloudResult<()> {
         self.call("ModifyVolume", || {
             self.client()
                 .modify_volume()
-                .volume_id(volume_id)
+                .volume_id(volume_id.as_str())
                 .set_size(spec.size_gib.map(|s| s as i32))
-                .set_volume_type(spec.volume_type.as_deref().map(VolumeType::from))
+                .set_volume_type(
+                    spec.volume_type
+                        .as_ref()
+                        .map(|t| SdkVolumeType::from(t.as_str())),
+                )
                 .set_iops(spec.iops.map(|i| i as i32))
                 .set_throughput(spec.throughput.map(|t| t as i32))
                 .send()
         })
         .await
         .map(|_| ())
-    }
-
-    pub(super) async fn modification_impl(
-        &self,
-        volume_id: &str,
-    ) -> CloudResult<Option<Modification>> {
-        let result = self
-            .call("DescribeVolumesModifications", || {
-                self.client()
-                    .describe_volumes_modifications()
-                    .volume_ids(volume_id)
-                    .send()
-            })
-            .await;
-        match result {
-            Ok(out) => Ok(out
-                .volumes_modifications()
-                .iter()
-                .map(convert::modification)
-                .next_back()),
-            Err(CloudError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     pub(super) async fn create_tags_impl(

@@ -23,10 +23,10 @@ fn the_users_storage_class_parses() {
         ("fsType", "ext4"),
     ])
     .unwrap();
-    assert_eq!(p.volume_type, "gp3");
+    assert_eq!(p.volume_type, VolumeType::Gp3);
     assert_eq!(p.performance(10).unwrap(), (Some(3000), Some(125)));
     assert!(p.encrypted);
-    assert_eq!(p.fs_type, "ext4");
+    assert_eq!(p.fs_type, FsType::Ext4);
 }
 
 #[test]
@@ -38,8 +38,8 @@ fn keys_are_case_insensitive_and_unknown_keys_named() {
     ])
     .unwrap();
     assert_eq!(
-        (p.volume_type.as_str(), p.iops, p.fs_type.as_str()),
-        ("io2", Some(1000), "xfs")
+        (p.volume_type.clone(), p.iops, p.fs_type),
+        (VolumeType::Io2, Some(1000), FsType::Xfs)
     );
     assert!(err(&[("tpye", "gp3")]).contains("\"tpye\""));
 }
@@ -48,8 +48,8 @@ fn keys_are_case_insensitive_and_unknown_keys_named() {
 fn defaults() {
     let p = params(&[]).unwrap();
     assert_eq!(
-        (p.volume_type.as_str(), p.fs_type.as_str(), p.encrypted),
-        ("gp3", "ext4", false)
+        (p.volume_type.clone(), p.fs_type, p.encrypted),
+        (VolumeType::Gp3, FsType::Ext4, false)
     );
     assert_eq!(p.performance(100).unwrap(), (None, None));
 }
@@ -157,7 +157,7 @@ fn format_options() {
     ])
     .unwrap();
     assert_eq!(
-        p.format,
+        p.format.to_context(),
         vec![
             ("blockSize".to_string(), "4096".to_string()),
             ("inodeSize".to_string(), "512".to_string()),
