@@ -10,12 +10,13 @@ Module map (each file says why it exists):
   server.py    - command line, WSGI front, process lifecycle and cleanup
   sim.py       - shared state: the moto backend lock, scheduler, local instance
   patches.py   - installs the realism layer onto moto's classes
-  volumes.py   - CreateVolume / DeleteVolume / ModifyVolume realism
+  volumes.py   - CreateVolume / CopyVolumes / DeleteVolume / ModifyVolume realism
   attach.py    - AttachVolume / DetachVolume checks and state machine
   snapshots.py - snapshot states, snapshot bytes, DescribeSnapshots paging
   fsr.py       - Enable/Describe/DisableFastSnapshotRestores (moto has none)
   paging.py    - MaxResults / NextToken the way EC2 does it
   states.py    - delay profiles and the due-event scheduler
+  events.py    - the transition log behind /_sim/events
   throttle.py  - per-action-class token buckets
   faults.py    - fault injection SPEC parsing and decisions
   counters.py  - per-action call / throttle / fault counters

@@ -21,6 +21,7 @@ loop device is made for the local instance; detaching -> (gone) after the
 `detach` delay, when the device is removed and moto's attachment dropped. A
 detach of a volume whose device is still mounted stays in `busy` until it is
 unmounted, as AWS documents for a mounted volume, unless Force is set.
+Each of these changes is logged with its due time (events.py).
 Multi-attach (io1/io2 to several instances) is not modelled: moto keeps one
 attachment per volume, so a second attach is VolumeInUse.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from moto.core.responses import ActionResult
@@ -56,7 +58,11 @@ def _set_bdm_status(att: Any, status: str) -> None:
         bdm.status = status
 
 
-def _complete_attach(sim: Any, att: Any) -> None:
+def _event(sim: Any, att: Any, frm: str | None, to: str, at: float | None = None) -> None:
+    sim.events.record("attachment", att.volume.id, frm, to, at=at, instance=att.instance.id, device=att.device)
+
+
+def _complete_attach(sim: Any, att: Any, due: float) -> None:
     vol = att.volume
     if vol.attachment is not att or att.status != "attaching":
         return
@@ -67,22 +73,30 @@ def _complete_attach(sim: Any, att: Any) -> None:
             log.exception("could not make the device for %s; reporting it attached anyway", vol.id)
     att.status = "attached"
     _set_bdm_status(att, "attached")
+    _event(sim, att, "attaching", "attached", at=due)
 
 
-def _complete_detach(sim: Any, att: Any, force: bool) -> None:
+def _complete_detach(sim: Any, att: Any, force: bool, due: float) -> None:
     vol = att.volume
     if vol.attachment is not att or att.status not in ("detaching", "busy"):
         return
     if sim.is_local(att.instance) and not force and sim.devices.is_mounted(vol.id):
         if att.status != "busy":
             log.warning("%s is still mounted; detach stays busy until it is unmounted", vol.id)
+            _event(sim, att, att.status, "busy", at=due)
         att.status = "busy"
         _set_bdm_status(att, "busy")
-        sim.scheduler.after(BUSY_RECHECK_S, lambda: _complete_detach(sim, att, force))
+        _detach_at(sim, att, force, time.monotonic() + BUSY_RECHECK_S)
         return
     if sim.is_local(att.instance):
         sim.devices.detach(vol.id, force_unmount=force)
+    frm = att.status
     sim.backend.detach_volume(vol.id, att.instance.id, att.device)
+    _event(sim, att, frm, "detached", at=due)
+
+
+def _detach_at(sim: Any, att: Any, force: bool, due: float) -> None:
+    sim.scheduler.at(due, lambda: _complete_detach(sim, att, force, due))
 
 
 def attach_volume(self: Any) -> Any:
@@ -128,7 +142,10 @@ def attach_volume(self: Any) -> Any:
         result.result["EbsCardIndex"] = reported
     att.status = "attaching"
     _set_bdm_status(att, "attaching")
-    sim.scheduler.after(sim.delays["attach"], lambda: _complete_attach(sim, att))
+    t0 = time.monotonic()
+    due = t0 + sim.delays["attach"]
+    _event(sim, att, None, "attaching", at=t0)
+    sim.scheduler.at(due, lambda: _complete_attach(sim, att, due))
     return result
 
 
@@ -156,11 +173,13 @@ def detach_volume(self: Any) -> Any:
         )
     self.error_on_dryrun()
     if att.status in ("attaching", "attached"):
+        t0 = time.monotonic()
+        _event(sim, att, att.status, "detaching", at=t0)
         att.status = "detaching"
         _set_bdm_status(att, "detaching")
-        sim.scheduler.after(sim.delays["detach"], lambda: _complete_detach(sim, att, force))
+        _detach_at(sim, att, force, t0 + sim.delays["detach"])
     elif force and att.status == "busy":
-        sim.scheduler.after(0, lambda: _complete_detach(sim, att, True))
+        _detach_at(sim, att, True, time.monotonic())
     return ActionResult(
         {
             "VolumeId": volume.id,

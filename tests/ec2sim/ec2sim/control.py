@@ -15,12 +15,19 @@ The prefix never clashes with EC2 (POST /) or IMDS (/latest/...). Endpoints:
                                               "mutating": {...}},
                                  "faults": "SPEC"}; answers like GET /_sim/config
   GET  /_sim/state           -> volumes, snapshots, devices with simulated states
+  GET  /_sim/events?since=T  -> {"events": [...], "now": wall time, "now_mono": ..,
+                                 "dropped": N}: the transition log (events.py),
+                                events with t > T (all without since)
+  POST /_sim/events/reset    -> {"ok": true}; empties the transition log
 Errors answer 400 {"error": "..."}; unknown paths 404.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +66,30 @@ class Control:
         if "faults" in body:
             self.sim.faults.configure(body["faults"])
 
+    def events(self, query: str) -> dict[str, Any]:
+        args = urllib.parse.parse_qs(query, keep_blank_values=True)
+        unknown = set(args) - {"since"}
+        if unknown:
+            raise ValueError(f"unknown query parameters: {sorted(unknown)}")
+        since = None
+        if "since" in args:
+            try:
+                since = float(args["since"][-1])
+            except ValueError:
+                raise ValueError(f"since must be a number (seconds since the epoch), got {args['since'][-1]!r}") from None
+            if math.isnan(since):
+                raise ValueError("since must be a number, not NaN")
+        sim = self.sim
+        with sim.lock:
+            # Run what is due up to now_mono first: every event with t <= now is then in
+            # the log, so `since=<previous now>` never misses one (see events.py).
+            now_mono = time.monotonic()
+            sim.advance(now_mono)
+            now = time.time() - (time.monotonic() - now_mono)
+            events = sim.events.since(since)
+            dropped = sim.events.dropped
+        return {"events": events, "now": now, "now_mono": now_mono, "dropped": dropped}
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "").rstrip("/")
@@ -96,6 +127,12 @@ class Control:
                 return reply("200 OK", self.config())
             if route == ("GET", "/_sim/state"):
                 return reply("200 OK", self.sim.describe_state())
+            if route == ("GET", "/_sim/events"):
+                return reply("200 OK", self.events(environ.get("QUERY_STRING", "")))
+            if route == ("POST", "/_sim/events/reset"):
+                with self.sim.lock:
+                    self.sim.events.clear()
+                return reply("200 OK", {"ok": True})
         except ValueError as e:
             return reply("400 Bad Request", {"error": str(e)})
         return reply("404 Not Found", {"error": f"no control endpoint {method} {path}"})

@@ -9,7 +9,8 @@ over it and links it as <device-dir>/nvme-Amazon_Elastic_Block_Store_vol<hex>,
 detach removes both, growth truncates the file up and refreshes the loop size.
 Snapshots keep a sparse copy of the file, and a volume created from a snapshot
 starts from that copy, so bytes written through a real mount survive
-snapshot -> restore.
+snapshot -> restore. CopyVolumes copies the source's file the same way, so a
+clone shows the source's data as it was at the CopyVolumes call.
 
 Everything this module creates is tracked so that shutdown (SIGTERM, SIGINT,
 parent death, normal exit) removes it; `sweep_stale` also cleans loop devices
@@ -224,6 +225,27 @@ class DeviceManager:
                 return False
             dst = self.volume_file(volume_id)
             self.files.add(dst)
+            _run("cp", "--sparse=always", src, dst)
+            self._ensure_file(volume_id, size_gib)
+            return True
+
+    def copy_volume(self, source_id: str, volume_id: str, size_gib: int) -> bool:
+        """CopyVolumes: the source's bytes at this instant, grown to the copy's size.
+
+        Same point-in-time sparse copy as a snapshot (EBS: a volume copy "includes
+        all the data blocks written to the source volume at the time the volume
+        copy initialization begins"). What sits in a writer's page cache and never
+        reached the source's loop device is not in the copy, as on EBS (crash
+        consistent). False: the source never had bytes, so neither has the copy.
+        """
+        if not self.enabled:
+            return False
+        with self._lock:
+            src = self.volume_file(source_id)
+            if not os.path.exists(src):
+                return False
+            dst = self.volume_file(volume_id)
+            self.files.add(dst)  # before cp: a half-written copy is ours to delete too
             _run("cp", "--sparse=always", src, dst)
             self._ensure_file(volume_id, size_gib)
             return True

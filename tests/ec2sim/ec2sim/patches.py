@@ -6,7 +6,7 @@ overriding its per-action response methods (and a few model properties) keeps
 parsing and serialisation exact while the layer only decides *what* happens.
 moto dispatches an action to the method of the same snake_case name found on
 EC2Response's class, so defining a method there overrides the mixin's (or adds
-an action moto lacks, like the fast snapshot restore ones).
+an action moto lacks, like CopyVolumes and the fast snapshot restore ones).
 
 Every patched method runs under Sim.lock (the front holds it around moto).
 Volumes and snapshots that moto creates internally (an instance's root
@@ -30,6 +30,7 @@ _installed = False
 
 RESPONSE_METHODS = {
     "create_volume": volumes.create_volume,
+    "copy_volumes": volumes.copy_volumes,
     "delete_volume": volumes.delete_volume,
     "describe_volumes": volumes.describe_volumes,
     "modify_volume": volumes.modify_volume,

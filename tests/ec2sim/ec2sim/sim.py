@@ -26,6 +26,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from .counters import Counters
 from .devices import DeviceManager
+from .events import EventLog
 from .faults import FaultInjector
 from .states import Delays, Scheduler
 from .throttle import Throttler
@@ -68,11 +69,12 @@ class Sim:
         self.instance_type = instance_type
         self.delays = Delays(delays)
         self.scheduler = Scheduler()
+        self.events = EventLog()
         self.devices = devices
         self.throttler = Throttler(throttle)
         self.faults = FaultInjector(faults, seed)
         self.counters = Counters()
-        self.client_tokens: dict[str, tuple[str, Any]] = {}
+        self.client_tokens: dict[Any, tuple[str, Any]] = {}  # token (CreateVolume) or (action, token)
         self.fsr: dict[tuple[str, str], Any] = {}
         self.local_instance_id: str | None = None
         self._last_reconcile = 0.0
@@ -145,9 +147,9 @@ class Sim:
         return status, out
 
     # -- state machines ----------------------------------------------------------
-    def advance(self) -> None:
-        """Apply due transitions. Caller holds self.lock."""
-        self.scheduler.run_due(time.monotonic())
+    def advance(self, now: float | None = None) -> None:
+        """Apply transitions due by `now` (monotonic; default: now). Caller holds self.lock."""
+        self.scheduler.run_due(time.monotonic() if now is None else now)
 
     def tick(self) -> None:
         """Ticker body: take the lock only when something is due."""
@@ -224,6 +226,7 @@ class Sim:
             self.client_tokens.clear()
             self.fsr.clear()
             self.start_local_instance()
+            self.events.clear()
         self.counters.reset()
         self.throttler.refill()
 
@@ -246,6 +249,7 @@ class Sim:
                         "size": v.size,
                         "type": v.volume_type,
                         "zone": v.availability_zone,
+                        "source_volume_id": getattr(v, "source_volume_id", None),
                         "attachment": None if att is None else {
                             "instance_id": att.instance.id,
                             "device": att.device,
@@ -266,4 +270,5 @@ class Sim:
                 "snapshots": snaps,
                 "devices": self.devices.describe(),
                 "pending_transitions": len(self.scheduler),
+                "events": len(self.events),
             }

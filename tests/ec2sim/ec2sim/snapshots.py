@@ -72,8 +72,16 @@ SNAPSHOT_PROPERTIES = {
 def _start(sim: Any, snapshot: Any) -> None:
     snapshot._sim_volume_size = snapshot.volume.size
     snapshot._sim_duration = sim.delays["snapshot"]
-    snapshot._sim_started = time.monotonic()
+    t0 = snapshot._sim_started = time.monotonic()
     sim.devices.snapshot(snapshot.volume.id, snapshot.id)
+    sim.events.record("snapshot", snapshot.id, None, "pending", at=t0, volume=snapshot.volume.id)
+    due = t0 + snapshot._sim_duration
+
+    def completed() -> None:  # the state itself is computed lazily; this only logs it at its due time
+        if sim.backend.snapshots.get(snapshot.id) is snapshot and snapshot.status == "completed":
+            sim.events.record("snapshot", snapshot.id, "pending", "completed", at=due, volume=snapshot.volume.id)
+
+    sim.scheduler.at(due, completed)
 
 
 # --- response methods ------------------------------------------------------------------
@@ -98,7 +106,10 @@ def create_snapshots(self: Any) -> Any:
 def delete_snapshot(self: Any) -> Any:
     sim = current()
     snapshot_id = self._get_param("SnapshotId")
+    snap = self.ec2_backend.snapshots.get(snapshot_id)
+    state = snap.status if snap is not None else None
     result = _orig_delete_snapshot(self)
+    sim.events.record("snapshot", snapshot_id, state, "deleted")
     sim.devices.delete_snapshot(snapshot_id)
     fsr.forget_snapshot(sim, snapshot_id)
     return result

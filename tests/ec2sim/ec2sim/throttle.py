@@ -8,6 +8,8 @@ burst size. AWS documents the defaults used here:
   non-mutating (Describe*, Get*, List*, Search*): burst 100, refill 20/s
   mutating (every other action the driver calls):  burst 200, refill 5/s
 
+(CopyVolumes is mutating: it falls in the second class by name.)
+
 A driver that polls DescribeVolumes in a tight loop, or retries without
 backoff, runs into this on real EC2; moto never throttles, so the layer does.
 Test-setup actions (RunInstances and friends) are left unthrottled so that a

@@ -1,4 +1,4 @@
-"""CreateVolume / DeleteVolume / ModifyVolume / DescribeVolumes* as real EC2 answers them.
+"""CreateVolume / CopyVolumes / DeleteVolume / ModifyVolume / DescribeVolumes* as real EC2 answers them.
 
 What moto lacks and this module adds:
   * ClientToken idempotency for CreateVolume: the same token with the same
@@ -6,6 +6,9 @@ What moto lacks and this module adds:
     with different parameters is IdempotentParameterMismatch. The driver relies
     on this to make CreateVolume retries safe.
   * the `creating` state for a configurable time after CreateVolume;
+  * CopyVolumes, which moto lacks (the driver clones volumes with it): a copy
+    of a volume in its zone with its bytes, the same ClientToken rules, see
+    copy_volumes below for the EC2 facts and their sources;
   * EC2's size limits per volume type and zone validation;
   * snapshot checks on restore (pending snapshot -> IncorrectState, size
     smaller than the snapshot -> InvalidParameterValue) and the snapshot's bytes
@@ -21,6 +24,7 @@ What moto lacks and this module adds:
     volume, and InvalidVolumeModification.NotFound for a named volume that was
     never modified;
   * MaxResults / NextToken for DescribeVolumes and DescribeVolumesModifications.
+Every state change is also written to the transition log (events.py).
 """
 
 from __future__ import annotations
@@ -103,24 +107,70 @@ def _fingerprint(params: dict[str, Any]) -> str:
     return json.dumps(rest, sort_keys=True, default=str)
 
 
+# --- ClientToken idempotency (CreateVolume, CopyVolumes) -------------------------------
+_MISMATCH = (
+    "The client token you have provided is associated with a resource that has "
+    "different parameters. Use a different client token or the same parameters."
+)
+
+
+def _token_key(action: str, token: str) -> Any:
+    # CreateVolume keeps the bare token as its key (as before); other actions get
+    # their own namespace: EC2's idempotency guide ties a token to "the request"
+    # it was used for and says not to reuse it for other API requests, without
+    # saying what a reuse across actions answers, so actions do not collide here.
+    return token if action == "CreateVolume" else (action, token)
+
+
+def _replayed(sim: Any, action: str, params: dict[str, Any]) -> Any:
+    """The volume an earlier request with this ClientToken made, or None (first use).
+
+    Same token, different parameters (ClientToken and DryRun aside) ->
+    IdempotentParameterMismatch, as EC2's idempotency guide documents
+    (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
+    """
+    token = params.get("ClientToken")
+    if not token:
+        return None
+    seen = sim.client_tokens.get(_token_key(action, token))
+    if seen is None:
+        return None
+    fingerprint, volume = seen
+    if fingerprint != _fingerprint(params):
+        raise EC2ClientError("IdempotentParameterMismatch", _MISMATCH)
+    return volume
+
+
+def _remember(sim: Any, action: str, params: dict[str, Any], volume: Any) -> None:
+    token = params.get("ClientToken")
+    if token:
+        sim.client_tokens[_token_key(action, token)] = (_fingerprint(params), volume)
+
+
+def _start_creating(sim: Any, volume: Any, action: str, **extra: Any) -> None:
+    """`creating` for the `create` delay; the change to `available` is logged at its due time."""
+    t0 = time.monotonic()
+    due = t0 + sim.delays["create"]
+    volume._sim_ready_at = due
+    sim.events.record("volume", volume.id, None, "creating", at=t0, action=action, **extra)
+
+    def ready() -> None:
+        if getattr(volume, "_sim_deleted", False) or sim.backend.volumes.get(volume.id) is not volume:
+            return
+        sim.events.record("volume", volume.id, "creating", "available", at=due, action=action)
+
+    sim.scheduler.at(due, ready)
+
+
 # --- response methods (installed on moto's EC2Response by patches.py) ----------------
 def create_volume(self: Any) -> Any:
     sim = current()
     backend = self.ec2_backend
     params = self.params
-    token = params.get("ClientToken")
-    if token:
-        seen = sim.client_tokens.get(token)
-        if seen is not None:
-            fingerprint, volume = seen
-            if fingerprint != _fingerprint(params):
-                raise EC2ClientError(
-                    "IdempotentParameterMismatch",
-                    "The client token you have provided is associated with a resource that has "
-                    "different parameters. Use a different client token or the same parameters.",
-                )
-            self.error_on_dryrun()
-            return ActionResult(volume)
+    replay = _replayed(sim, "CreateVolume", params)
+    if replay is not None:
+        self.error_on_dryrun()
+        return ActionResult(replay)
 
     zone = params.get("AvailabilityZone")
     if zone and backend.get_zone_by_name(zone) is None:
@@ -147,14 +197,99 @@ def create_volume(self: Any) -> Any:
     volume = result.result
     if snapshot is not None and size is None:
         volume.size = snapshot.volume_size  # moto would read the live source volume
-    volume._sim_ready_at = time.monotonic() + sim.delays["create"]
-    if token:
-        sim.client_tokens[token] = (_fingerprint(params), volume)
+    _start_creating(sim, volume, "CreateVolume", snapshot=snapshot.id if snapshot is not None else None)
+    _remember(sim, "CreateVolume", params, volume)
     if snapshot is not None:
         sim.devices.restore(snapshot.id, volume.id, volume.size)
         if fsr.is_enabled(sim, snapshot.id, volume.availability_zone):
             volume.fast_restored = True
     return result
+
+
+def copy_volumes(self: Any) -> Any:
+    """CopyVolumes (moto 5.2.5 has none): a point-in-time copy of one volume, same zone.
+
+    EC2 facts used (API reference https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopyVolumes.html,
+    the same text as botocore 1.44.5's and aws-sdk-ec2 1.274.0's model docs; user guide
+    https://docs.aws.amazon.com/ebs/latest/userguide/ebs-copying-volume.html):
+      * "point-in-time copy of an existing Amazon EBS volume within the same
+        Availability Zone": the copy lands in the source's zone; its bytes are the
+        source's at the moment of the call (devices.copy_volume);
+      * Size: "must be equal to or greater than the size of the source volume. If
+        not specified, the size defaults to the size of the source volume", with
+        the per-type maxima CreateVolume has (SIZE_LIMITS);
+      * VolumeType: "If not specified, the volume type defaults to gp2" (not the
+        source's type); Iops: "Required for io1 and io2 ... gp3: 3,000 (default)";
+        Throughput: gp3 only, 125-2000 MiB/s (125 when omitted, gp3's baseline);
+        MultiAttachEnabled: io1/io2 only, off unless given;
+      * Encrypted: "If the source volume is encrypted, the service always encrypts
+        the copy"; true on an unencrypted source encrypts the copy with KmsKeyId or
+        the account's default key. An encrypted source's copy without KmsKeyId keeps
+        the source's key (the API text names no other key for that case);
+      * "Volume copies are created immediately and can be attached ... once it
+        reaches the available state"; the data is copied in the background
+        (volume status `initializing`, not a volume state). So the copy goes
+        `creating` -> `available` with the `create` delay, no slower key;
+      * the answer is CopyVolumesResponse with the new volume in `volumeSet` (what
+        aws-sdk-ec2 parses, shape_copy_volumes.rs), carrying `sourceVolumeId`.
+    Errors: unknown source -> InvalidVolume.NotFound; a source that is not
+    `available` or `in-use` (here: `creating`) -> IncorrectState; a smaller size or a
+    size/type outside EC2's ranges -> InvalidParameterValue; ClientToken reuse with
+    other parameters -> IdempotentParameterMismatch; moto's own checks for
+    Iops/Throughput/MultiAttach/KmsKeyId combinations (InvalidParameterDependency)
+    as for CreateVolume.
+    """
+    sim = current()
+    backend = self.ec2_backend
+    params = self.params
+    replay = _replayed(sim, "CopyVolumes", params)
+    if replay is not None:
+        self.error_on_dryrun()
+        return ActionResult({"Volumes": [replay]})
+
+    source_id = params.get("SourceVolumeId")
+    if not source_id:
+        raise EC2ClientError("MissingParameter", "The request must contain the parameter SourceVolumeId")
+    source = find_volumes(backend, [source_id])[0]  # InvalidVolume.NotFound
+    if source.status not in ("available", "in-use"):
+        raise EC2ClientError("IncorrectState", f"Volume '{source.id}' is in the '{source.status}' state.")
+    volume_type = params.get("VolumeType") or "gp2"
+    _check_type(volume_type)
+    size = int(params["Size"]) if params.get("Size") is not None else int(source.size)
+    if size < source.size:
+        raise EC2ClientError(
+            "InvalidParameterValue",
+            f"Volume of size {size}GiB is smaller than the source volume '{source.id}', "
+            f"expect size >= {source.size}GiB",
+        )
+    check_size(size, volume_type)
+    iops = params.get("Iops")
+    throughput = params.get("Throughput")
+    if volume_type == "gp3" and throughput is None:
+        throughput = 125
+    kms_key_id = params.get("KmsKeyId")
+    encrypted = bool(source.encrypted) or bool(params.get("Encrypted"))
+    if encrypted and not kms_key_id and source.encrypted:
+        kms_key_id = source.kms_key_id
+    tags = self._parse_tag_specification().get("volume", {})
+    self.error_on_dryrun()
+
+    volume = backend.create_volume(  # moto's Iops/Throughput/MultiAttach/KMS checks
+        size=size,
+        zone_name=source.availability_zone,
+        encrypted=encrypted,
+        kms_key_id=kms_key_id,
+        volume_type=volume_type,
+        iops=int(iops) if iops is not None else None,
+        throughput=int(throughput) if throughput is not None else None,
+        multi_attach_enabled=params.get("MultiAttachEnabled"),
+    )
+    volume.add_tags(tags)
+    volume.source_volume_id = source.id  # Volume.SourceVolumeId, "Only for volume copies"
+    _start_creating(sim, volume, "CopyVolumes", source=source.id)
+    _remember(sim, "CopyVolumes", params, volume)
+    sim.devices.copy_volume(source.id, volume.id, volume.size)
+    return ActionResult({"Volumes": [volume]})
 
 
 def delete_volume(self: Any) -> Any:
@@ -165,8 +300,10 @@ def delete_volume(self: Any) -> Any:
         raise EC2ClientError(
             "VolumeInUse", f"Volume {volume_id} is currently attached to {volume.attachment.instance.id}"
         )
+    state = volume.status
     result = _orig_delete_volume(self)
     volume._sim_deleted = True
+    sim.events.record("volume", volume_id, state, "deleted")
     sim.devices.delete_volume(volume_id)
     return result
 
@@ -235,7 +372,7 @@ class SimModification:
         }.get(name)
 
 
-def _optimizing(sim: Any, mod: SimModification) -> None:
+def _optimizing(sim: Any, mod: SimModification, due: float) -> None:
     """modifying -> optimizing: the new configuration takes effect (EC2: usable now)."""
     vol = mod.volume
     if getattr(vol, "_sim_deleted", False) or not vol.modifications or vol.modifications[-1] is not mod:
@@ -247,14 +384,16 @@ def _optimizing(sim: Any, mod: SimModification) -> None:
     vol.throughput = mod.target_throughput
     vol.multi_attach_enabled = mod.target_multi_attach_enabled
     mod.modification_state = "optimizing"
+    sim.events.record("modification", vol.id, "modifying", "optimizing", at=due)
     if grew:
         sim.devices.grow(vol.id, vol.size)
 
 
-def _completed(mod: SimModification) -> None:
+def _completed(sim: Any, mod: SimModification, due: float) -> None:
     if mod.modification_state == "optimizing":
         mod.modification_state = "completed"
         mod.end_time = utcnow()
+        sim.events.record("modification", mod.volume_id, "optimizing", "completed", at=due)
 
 
 def modify_volume(self: Any) -> Any:
@@ -308,9 +447,11 @@ def modify_volume(self: Any) -> Any:
         sim.delays["optimize"],
     )
     volume.modifications = [mod]  # EC2 reports only the latest modification
+    sim.events.record("modification", volume.id, None, "modifying", at=mod._t0)
     t1 = mod._t0 + mod._modify_s
-    sim.scheduler.at(t1, lambda: _optimizing(sim, mod))
-    sim.scheduler.at(t1 + mod._optimize_s, lambda: _completed(mod))
+    t2 = t1 + mod._optimize_s
+    sim.scheduler.at(t1, lambda: _optimizing(sim, mod, t1))
+    sim.scheduler.at(t2, lambda: _completed(sim, mod, t2))
     return ActionResult({"VolumeModification": mod})
 
 
