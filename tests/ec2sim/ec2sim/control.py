@@ -19,6 +19,10 @@ The prefix never clashes with EC2 (POST /) or IMDS (/latest/...). Endpoints:
                                  "dropped": N}: the transition log (events.py),
                                 events with t > T (all without since)
   POST /_sim/events/reset    -> {"ok": true}; empties the transition log
+  POST /_sim/devices/rescan  -> body {} or {"volume": "vol-..."}: re-read the partition
+                                tables of the local devices (all, or that volume's) with
+                                partx -u, refresh the <link>-partK links; answers
+                                {"devices": {...}} as in GET /_sim/state (devices.py)
 Errors answer 400 {"error": "..."}; unknown paths 404.
 """
 
@@ -90,6 +94,18 @@ class Control:
             dropped = sim.events.dropped
         return {"events": events, "now": now, "now_mono": now_mono, "dropped": dropped}
 
+    def rescan(self, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"volume"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        volume = body.get("volume")
+        if volume is not None and not isinstance(volume, str):
+            raise ValueError("volume must be a volume id")
+        try:
+            return self.sim.devices.rescan(volume)
+        except KeyError:
+            raise ValueError(f"{volume} has no device here (not attached to the local instance, or devices off)") from None
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "").rstrip("/")
@@ -129,6 +145,8 @@ class Control:
                 return reply("200 OK", self.sim.describe_state())
             if route == ("GET", "/_sim/events"):
                 return reply("200 OK", self.events(environ.get("QUERY_STRING", "")))
+            if route == ("POST", "/_sim/devices/rescan"):
+                return reply("200 OK", {"devices": self.rescan(body)})
             if route == ("POST", "/_sim/events/reset"):
                 with self.sim.lock:
                     self.sim.events.clear()

@@ -12,6 +12,22 @@ starts from that copy, so bytes written through a real mount survive
 snapshot -> restore. CopyVolumes copies the source's file the same way, so a
 clone shows the source's data as it was at the CopyVolumes call.
 
+Partitions: a volume may hold a partition table (a static PV can name
+`partition: "1"`), so loop devices are made with `losetup --partscan` and the
+partitions appear as /dev/loopNpK, named like an NVMe disk's (nvme1n1p1), with
+`<link>-partK` links beside the volume's link, as udev's persistent-storage rules
+make `...-part%n` links for by-id disks. The kernel's own partition scan (at
+losetup --partscan, BLKRRPART from `blockdev --rereadpt` or sfdisk) needs the
+kernel's partition-table parsers; a kernel built without them (like the one this
+test bed was developed on: no CONFIG_MSDOS_PARTITION / CONFIG_EFI_PARTITION)
+answers BLKRRPART with success and adds nothing. `partx -u` reads the table in
+user space (libblkid) and adds, resizes or deletes the kernel's partitions with
+BLKPG, which works with or without the parsers, so the layer runs it at every
+attach and on `rescan` (POST /_sim/devices/rescan), and a test that wrote a table
+through an attached device runs it too (or asks for the rescan). Detach deletes
+the partitions (`partx -d`) and their links before `losetup -d`; a partition still
+mounted keeps the attachment `busy` like a mounted whole device.
+
 Everything this module creates is tracked so that shutdown (SIGTERM, SIGINT,
 parent death, normal exit) removes it; `sweep_stale` also cleans loop devices
 left by an earlier simulator that was SIGKILLed. Without root (or without
@@ -29,6 +45,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from typing import Any
 
 log = logging.getLogger("ec2sim.devices")
 
@@ -60,6 +77,49 @@ def _run(*cmd: str) -> str:
 
 def link_name(volume_id: str) -> str:
     return LINK_PREFIX + volume_id.replace("-", "")
+
+
+def partitions(dev: str) -> dict[str, str]:
+    """Partitions the kernel has for the disk `dev`: {"1": "/dev/loop3p1", ...} (from sysfs)."""
+    name = os.path.basename(dev)
+    base = f"/sys/block/{name}"
+    found: dict[str, str] = {}
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            with open(f"{base}/{entry}/partition") as f:
+                number = f.read().strip()
+        except OSError:
+            continue  # not a partition (queue/, holders/, ...)
+        found[number] = f"/dev/{entry}"
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+
+
+def reread_partitions(dev: str) -> dict[str, str]:
+    """Make the kernel's partitions of `dev` match its partition table (`partx -u`).
+
+    partx -u adds partitions the table has and the kernel lacks, resizes changed
+    ones and deletes those the table no longer has; without any table it fails
+    ("failed to read partition table"), so stale partitions are then deleted with
+    partx -d. Returns the partitions afterwards.
+    """
+    if not shutil.which("partx"):
+        return partitions(dev)
+    res = subprocess.run(["partx", "-u", dev], capture_output=True, text=True, check=False)
+    if res.returncode != 0 and partitions(dev):
+        subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
+    return partitions(dev)
+
+
+def _disk_mount_points(dev: str) -> list[str]:
+    """Mount points of the disk `dev` itself and of each of its partitions."""
+    points = _mount_points(dev)
+    for part in partitions(dev).values():
+        points += _mount_points(part)
+    return points
 
 
 def _mount_points(dev: str) -> list[str]:
@@ -137,41 +197,89 @@ class DeviceManager:
             if volume_id in self.loops:
                 return self.link_path(volume_id)
             path = self._ensure_file(volume_id, size_gib)
-            dev = _run("losetup", "--find", "--show", path)
+            # --partscan (LO_FLAGS_PARTSCAN): the device may carry partitions, like a disk.
+            dev = _run("losetup", "--find", "--show", "--partscan", path)
             self.loops[volume_id] = dev
             link = self.link_path(volume_id)
-            tmp = link + ".tmp"
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(dev, tmp)
-            os.replace(tmp, link)
-            self.links.add(link)
-            log.info("attached %s as %s -> %s", volume_id, link, dev)
+            self._link(dev, link)
+            parts = reread_partitions(dev)  # bytes restored or copied may hold a table
+            self._sync_part_links(volume_id, parts)
+            log.info("attached %s as %s -> %s%s", volume_id, link, dev, f" partitions {parts}" if parts else "")
             return link
+
+    def _link(self, target: str, link: str) -> None:
+        tmp = link + ".tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        self.links.add(link)
+
+    def _part_links(self, volume_id: str) -> list[str]:
+        prefix = self.link_path(volume_id) + "-part"
+        return [link for link in self.links if link.startswith(prefix)]
+
+    def _sync_part_links(self, volume_id: str, parts: dict[str, str]) -> None:
+        """`<link>-partK` -> /dev/loopNpK for exactly the partitions the kernel has."""
+        want = {f"{self.link_path(volume_id)}-part{n}": dev for n, dev in parts.items()}
+        for link in self._part_links(volume_id):
+            if link not in want:
+                self._unlink(link)
+        for link, dev in want.items():
+            if not (os.path.islink(link) and os.readlink(link) == dev):
+                self._link(dev, link)
+
+    def _unlink(self, link: str) -> None:
+        if os.path.lexists(link):
+            os.unlink(link)
+        self.links.discard(link)
+
+    def rescan(self, volume_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Re-read the partition tables of one attached volume (or all): partitions and links.
+
+        What the kernel's scan plus udev do on a host whose kernel reads partition
+        tables; see the module's notes. Unknown or unattached volume -> KeyError.
+        """
+        if not self.enabled:
+            if volume_id is not None:
+                raise KeyError(volume_id)
+            return {}
+        with self._lock:
+            if volume_id is not None and volume_id not in self.loops:
+                raise KeyError(volume_id)
+            for vol in [volume_id] if volume_id is not None else list(self.loops):
+                self._sync_part_links(vol, reread_partitions(self.loops[vol]))
+            return self.describe()
 
     def device_of(self, volume_id: str) -> str | None:
         return self.loops.get(volume_id)
 
     def is_mounted(self, volume_id: str) -> bool:
+        """The volume's device or one of its partitions is mounted."""
         dev = self.loops.get(volume_id)
-        return bool(dev and _mount_points(dev))
+        return bool(dev and _disk_mount_points(dev))
 
     def detach(self, volume_id: str, force_unmount: bool = False) -> None:
         if not self.enabled:
             return
         with self._lock:
+            for part_link in self._part_links(volume_id):
+                self._unlink(part_link)
             link = self.link_path(volume_id)
             if link in self.links:
-                if os.path.lexists(link):
-                    os.unlink(link)
-                self.links.discard(link)
+                self._unlink(link)
             dev = self.loops.pop(volume_id, None)
             if dev is None:
                 return
             if force_unmount:
-                for point in _mount_points(dev):
+                for point in _disk_mount_points(dev):
                     subprocess.run(["umount", "-l", point], capture_output=True, check=False)
                     log.warning("lazily unmounted %s (was on %s of %s)", point, dev, volume_id)
+            if partitions(dev) and shutil.which("partx"):
+                # Drop /dev/loopNpK now. A partition still open (a lazy unmount not yet
+                # finished) refuses (EBUSY); the kernel then drops the partitions itself
+                # when the autocleared device goes (loop's partscan flag).
+                subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
             try:
                 # On a busy device the kernel turns this into autoclear: the loop
                 # device goes away as soon as its last user (a mount) lets go.
@@ -293,9 +401,12 @@ class DeviceManager:
             if own:
                 shutil.rmtree(d, ignore_errors=True)
 
-    def describe(self) -> dict[str, dict[str, str]]:
+    def describe(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            return {v: {"loop": dev, "link": self.link_path(v)} for v, dev in self.loops.items()}
+            return {
+                v: {"loop": dev, "link": self.link_path(v), "partitions": partitions(dev)}
+                for v, dev in self.loops.items()
+            }
 
 
 def _dir_in_use(state_dir: str, pid: int) -> bool:
@@ -338,8 +449,10 @@ def sweep_stale() -> int:
         pid = int(m.group(1))
         if _dir_in_use(back[: m.end() - 1], pid):
             continue
-        for point in _mount_points(dev["name"]):
+        for point in _disk_mount_points(dev["name"]):
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        if partitions(dev["name"]) and shutil.which("partx"):
+            subprocess.run(["partx", "-d", dev["name"]], capture_output=True, check=False)
         subprocess.run(["losetup", "-d", dev["name"]], capture_output=True, check=False)
         swept += 1
         log.warning("removed stale loop device %s of dead simulator %d", dev["name"], pid)

@@ -250,6 +250,7 @@ class Sim:
                         "type": v.volume_type,
                         "zone": v.availability_zone,
                         "source_volume_id": getattr(v, "source_volume_id", None),
+                        "volume_initialization_rate": getattr(v, "volume_initialization_rate", None),
                         "attachment": None if att is None else {
                             "instance_id": att.instance.id,
                             "device": att.device,
