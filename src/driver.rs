@@ -11,7 +11,7 @@ use crate::cloud::Cloud;
 use crate::cloud::ec2::{Ec2Cloud, Ec2Options};
 use crate::controller::group::GroupService;
 use crate::controller::modifier::Modifier;
-use crate::controller::tags::{DriverTags, parse_extra_tags};
+use crate::controller::tags::{DriverTags, TagPolicy, parse_extra_tags};
 use crate::controller::{ControllerService, Ctl, Timeouts};
 use crate::csi::controller_server::ControllerServer;
 use crate::csi::group_controller_server::GroupControllerServer;
@@ -78,6 +78,7 @@ where
             instance,
             volume_attach_limit: opts.volume_attach_limit,
             reserved_volume_attachments: opts.reserved_volume_attachments,
+            legacy_xfs: opts.legacy_xfs,
         }))
     });
     let identity = IdentityService::new(opts.mode.runs_controller(), readiness);
@@ -114,6 +115,12 @@ fn check_flags(opts: &Options) -> Result<(), ServerError> {
         }
         Mode::Controller | Mode::Node | Mode::All => {}
     }
+    if opts.legacy_xfs {
+        tracing::warn!(
+            "--legacy-xfs is deprecated (as in the reference driver): xfs volumes are formatted \
+             without bigtime, inobtcount, reflink and nrext64 for kernels before 5.4"
+        );
+    }
     if opts.volume_attach_limit.is_some() && opts.reserved_volume_attachments.is_some() {
         // The reference driver refuses the pair the same way.
         return Err(ServerError::Config(
@@ -142,7 +149,13 @@ fn controller_state(opts: &Options, instance: Option<InstanceState>) -> Result<C
     let cluster_id = Some(opts.k8s_tag_cluster_id.trim().to_string()).filter(|s| !s.is_empty());
     Ok(Ctl {
         cloud: Slot::new("EC2 client"),
-        tags: DriverTags { extra, cluster_id },
+        tags: DriverTags {
+            extra,
+            cluster_id,
+            policy: TagPolicy {
+                warn_on_invalid: opts.warn_on_invalid_tag,
+            },
+        },
         own_zone: opts.availability_zone.clone(),
         instance,
         inflight: Default::default(),
@@ -166,6 +179,11 @@ fn spawn_cloud_init(opts: &Options, slot: Slot<Arc<dyn Cloud>>) {
         region: opts.region.clone(),
         user_agent_extra: opts.user_agent_extra.clone(),
         observer: Some(metrics::global()),
+        // The reference driver's variable, honoured when the SDK's own
+        // AWS_ENDPOINT_URL_EC2 is not set (that one the SDK reads itself).
+        endpoint: std::env::var("AWS_EC2_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty() && std::env::var_os("AWS_ENDPOINT_URL_EC2").is_none()),
     };
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);

@@ -29,12 +29,23 @@ pub fn directives(level: &str) -> Result<String, String> {
         .map_err(|e| format!("invalid log level {level:?}: {e}"))
 }
 
+/// The AWS SDK's crates, logged at trace by `--aws-sdk-debug-log`: every
+/// request and response, as the reference driver's flag does for the Go SDK.
+const SDK_DEBUG: &str = "aws_smithy_runtime=trace,aws_smithy_runtime_api=trace,\
+                         aws_smithy_http_client=trace,aws_sdk_ec2=trace,aws_config=debug";
+
 /// Installs the global subscriber. Call once, before anything logs.
-pub fn init(format: LoggingFormat, level: Option<&str>) -> Result<(), String> {
-    let filter = match level {
+/// `sdk_debug` adds the AWS SDK's wire logs (`--aws-sdk-debug-log`).
+pub fn init(format: LoggingFormat, level: Option<&str>, sdk_debug: bool) -> Result<(), String> {
+    let mut filter = match level {
         Some(level) => EnvFilter::new(directives(level)?),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    if sdk_debug {
+        for d in SDK_DEBUG.split(',') {
+            filter = filter.add_directive(d.parse().map_err(|e| format!("{d}: {e}"))?);
+        }
+    }
     // Colours only for a person at a terminal: container logs, files and
     // log collectors get plain text that grep and parsers can read.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -25,7 +25,11 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = ()> + Send 
 #[tokio::main]
 async fn main() -> ExitCode {
     let opts = Options::parse();
-    if let Err(e) = logging::init(opts.logging_format, opts.log_level.as_deref()) {
+    if let Err(e) = logging::init(
+        opts.logging_format,
+        opts.log_level.as_deref(),
+        opts.aws_sdk_debug_log,
+    ) {
         eprintln!("ebs-csi-driver: {e}");
         return ExitCode::from(2);
     }

@@ -176,9 +176,11 @@ async fn bad_requests_name_the_bad_value() {
             "gp7",
         ),
         (
-            create_req("c", 10, params(&[("type", "io1"), ("iops", "5000")])),
+            // Above the per-GiB limit where capping cannot apply (the cap
+            // would fall below gp3's baseline): EC2 would refuse it.
+            create_req("c", 4, params(&[("type", "gp3"), ("iops", "4000")])),
             Code::InvalidArgument,
-            "50 IOPS per GiB",
+            "500 IOPS per GiB",
         ),
         (
             create_req("d", 10, params(&[("type", "sc1")])),

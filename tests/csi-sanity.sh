@@ -65,7 +65,14 @@ run_one() {
         target/debug/ebs-csi-driver all --endpoint "unix://$socket" \
             --device-dir "$(field device_dir)" 2>"$dir/driver.log" &
     pids+=("$!")
-    for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.1; done
+    # Ready as Probe says it: the EC2 client and the instance identity are
+    # set up in the background after the socket is bound (kubelet's
+    # sidecars wait for Probe; csi-sanity does not).
+    for _ in $(seq 300); do
+        [ -S "$socket" ] && grep -q "EC2 client ready" "$dir/driver.log" \
+            && grep -q "instance identity loaded" "$dir/driver.log" && break
+        sleep 0.1
+    done
 
     # The parameters the users write in a StorageClass; the
     # filesystem reaches the node through the volume context because

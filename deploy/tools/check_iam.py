@@ -19,6 +19,7 @@ CONTRACT = {
     "CreateSnapshot", "DeleteSnapshot", "CreateTags", "DeleteTags",
     "DescribeAvailabilityZones", "DescribeInstances", "DescribeSnapshots",
     "DescribeTags", "DescribeVolumes", "DescribeVolumesModifications",
+    "CopyVolumes",
 }
 
 

@@ -149,6 +149,32 @@ impl MemoryCloud {
 }
 
 impl State {
+    /// CreateVolume or CopyVolumes: ClientToken idempotency as EC2 keeps it,
+    /// then a new `creating` volume.
+    fn create(&mut self, action: &str, spec: &VolumeSpec) -> CloudResult<Volume> {
+        self.enter(action, &spec.client_token)?;
+        if let Some((earlier, id)) = self.tokens.get(&spec.client_token).cloned() {
+            if earlier != *spec {
+                return Err(CloudError::IdempotentParameterMismatch(format!(
+                    "token {} reused",
+                    spec.client_token
+                )));
+            }
+            // EC2 answers a reused token with the volume, even deleted.
+            let v = self.volumes.get(&id).cloned().unwrap_or_else(|| Volume {
+                state: VolumeState::Deleted,
+                ..volume_of(&id, spec)
+            });
+            return Ok(v);
+        }
+        let id = VolumeId::from_ec2(self.new_id("vol-"));
+        let v = volume_of(&id, spec);
+        self.volumes.insert(id.clone(), v.clone());
+        self.tokens
+            .insert(spec.client_token.clone(), (spec.clone(), id));
+        Ok(v)
+    }
+
     /// Logs the call and returns the queued failure, if any.
     fn enter(&mut self, action: &str, detail: &str) -> CloudResult<()> {
         self.calls.push(if detail.is_empty() {
@@ -215,28 +241,25 @@ fn not_found(what: &str, id: &str) -> CloudError {
 #[async_trait]
 impl Cloud for MemoryCloud {
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
+        self.with(|s| s.create("CreateVolume", spec))
+    }
+
+    async fn copy_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
         self.with(|s| {
-            s.enter("CreateVolume", &spec.client_token)?;
-            if let Some((earlier, id)) = s.tokens.get(&spec.client_token).cloned() {
-                if earlier != *spec {
-                    return Err(CloudError::IdempotentParameterMismatch(format!(
-                        "token {} reused",
-                        spec.client_token
-                    )));
-                }
-                // EC2 answers a reused token with the volume, even deleted.
-                let v = s.volumes.get(&id).cloned().unwrap_or_else(|| Volume {
-                    state: VolumeState::Deleted,
-                    ..volume_of(&id, spec)
-                });
-                return Ok(v);
-            }
-            let id = VolumeId::from_ec2(s.new_id("vol-"));
-            let v = volume_of(&id, spec);
-            s.volumes.insert(id.clone(), v.clone());
-            s.tokens
-                .insert(spec.client_token.clone(), (spec.clone(), id));
-            Ok(v)
+            let source = spec.source_volume_id.as_ref().ok_or_else(|| {
+                CloudError::InvalidParameter("CopyVolumes without a source".into())
+            })?;
+            let zone = s
+                .volumes
+                .get(source)
+                .map(|v| v.zone.clone())
+                .ok_or_else(|| not_found("volume", source.as_str()))?;
+            // A copy lives in its source's zone.
+            let spec = VolumeSpec {
+                zone,
+                ..spec.clone()
+            };
+            s.create("CopyVolumes", &spec)
         })
     }
 
@@ -578,6 +601,8 @@ fn volume_of(id: &VolumeId, spec: &VolumeSpec) -> Volume {
         encrypted: spec.encrypted,
         kms_key_id: spec.kms_key_id.clone(),
         snapshot_id: spec.snapshot_id.clone(),
+        source_volume_id: spec.source_volume_id.clone(),
+        initialization_rate: spec.initialization_rate,
         multi_attach: spec.multi_attach,
         state: VolumeState::Creating,
         attachments: Vec::new(),

@@ -45,6 +45,10 @@ pub trait Cloud: Send + Sync {
     /// CreateVolume with the spec's ClientToken and creation tags; returns
     /// the volume as EC2 answered (usually `creating`).
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume>;
+    /// CopyVolumes of `spec.source_volume_id` (a clone, in the source's
+    /// zone) with the spec's ClientToken and creation tags; returns the copy
+    /// as EC2 answered (usually `creating`).
+    async fn copy_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume>;
     /// DeleteVolume.
     async fn delete_volume(&self, id: &VolumeId) -> CloudResult<()>;
     /// The volume with this id, if it exists (coalesced lookup).

@@ -109,6 +109,10 @@ pub struct Volume {
     pub kms_key_id: Option<String>,
     /// Snapshot it was created from.
     pub snapshot_id: Option<SnapshotId>,
+    /// Volume it was copied from (CopyVolumes).
+    pub source_volume_id: Option<VolumeId>,
+    /// Provisioned initialization rate from a snapshot, MiB/s.
+    pub initialization_rate: Option<i64>,
     /// Whether io2 multi-attach is enabled.
     pub multi_attach: bool,
     /// Lifecycle state.
@@ -167,6 +171,11 @@ pub struct VolumeSpec {
     pub kms_key_id: Option<String>,
     /// Source snapshot.
     pub snapshot_id: Option<SnapshotId>,
+    /// Source volume: the volume is a copy of it (EC2 CopyVolumes), in its
+    /// zone; `zone` and `snapshot_id` do not apply.
+    pub source_volume_id: Option<VolumeId>,
+    /// Initialization rate from a snapshot, MiB/s (`volumeInitializationRate`).
+    pub initialization_rate: Option<i64>,
     /// Enable io2 multi-attach.
     pub multi_attach: bool,
     /// Tags applied at creation (TagSpecifications).

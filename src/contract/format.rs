@@ -1,8 +1,13 @@
 //! Filesystem types and the format options of the reference driver: the
 //! StorageClass parameters `blockSize`, `inodeSize`, `bytesPerInode`,
-//! `numberOfInodes`, `ext4BigAlloc`, `ext4ClusterSize`, which the controller
-//! validates and copies into the volume context and the node turns into
-//! mkfs arguments when it formats a new volume.
+//! `numberOfInodes`, `ext4BigAlloc`, `ext4ClusterSize` and
+//! `ext4EncryptionSupport`, which the controller validates and copies into
+//! the volume context and the node turns into mkfs arguments when it
+//! formats a new volume.
+//!
+//! In the volume context the keys are written in lowercase (`blocksize`,
+//! …), as the reference driver writes them, so that a volume created by
+//! either driver is formatted the same by either; both spellings are read.
 //!
 //! One parser serves both sides ([`FormatOptions::parse`]): the controller
 //! reads the options from the StorageClass, the node from the volume
@@ -93,17 +98,20 @@ pub enum FormatKey {
     Ext4BigAlloc,
     /// ext4 cluster size in bytes (`-C`), with bigalloc.
     Ext4ClusterSize,
+    /// ext4 encryption support (`-O encrypt`, for fscrypt).
+    Ext4EncryptionSupport,
 }
 
 impl FormatKey {
     /// Every option, in the order they are written.
-    pub const ALL: [FormatKey; 6] = [
+    pub const ALL: [FormatKey; 7] = [
         FormatKey::BlockSize,
         FormatKey::InodeSize,
         FormatKey::BytesPerInode,
         FormatKey::NumberOfInodes,
         FormatKey::Ext4BigAlloc,
         FormatKey::Ext4ClusterSize,
+        FormatKey::Ext4EncryptionSupport,
     ];
 
     /// The StorageClass parameter name (camelCase).
@@ -115,7 +123,14 @@ impl FormatKey {
             FormatKey::NumberOfInodes => "numberOfInodes",
             FormatKey::Ext4BigAlloc => "ext4BigAlloc",
             FormatKey::Ext4ClusterSize => "ext4ClusterSize",
+            FormatKey::Ext4EncryptionSupport => "ext4EncryptionSupport",
         }
+    }
+
+    /// The volume-context key: the name in lowercase, as the reference
+    /// driver writes it.
+    pub fn context_key(self) -> String {
+        self.name().to_ascii_lowercase()
     }
 
     /// The option a key names, matched case-insensitively (StorageClass
@@ -131,7 +146,9 @@ impl FormatKey {
         match self {
             FormatKey::BlockSize | FormatKey::InodeSize => true,
             FormatKey::BytesPerInode | FormatKey::NumberOfInodes => fs.is_ext(),
-            FormatKey::Ext4BigAlloc | FormatKey::Ext4ClusterSize => fs == FsType::Ext4,
+            FormatKey::Ext4BigAlloc
+            | FormatKey::Ext4ClusterSize
+            | FormatKey::Ext4EncryptionSupport => fs == FsType::Ext4,
         }
     }
 }
@@ -178,6 +195,8 @@ pub struct FormatOptions {
     pub big_alloc: bool,
     /// `ext4ClusterSize`.
     pub cluster_size: Option<u64>,
+    /// `ext4EncryptionSupport`.
+    pub encryption: bool,
 }
 
 /// Parses a boolean the way Go's strconv.ParseBool does (the reference
@@ -263,6 +282,14 @@ impl FormatOptions {
                 FormatKey::Ext4ClusterSize => {
                     opts.cluster_size = Some(power_of_two(1024, 1 << 29)?)
                 }
+                FormatKey::Ext4EncryptionSupport => {
+                    opts.encryption = parse_go_bool(value).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "{} is not a boolean (true or false)",
+                            origin.value(key, value)
+                        ))
+                    })?
+                }
             }
         }
         if opts.cluster_size.is_some() && !opts.big_alloc {
@@ -284,7 +311,8 @@ impl FormatOptions {
         FormatOptions::parse(values, fs, Origin::Context)
     }
 
-    /// The options as volume-context entries, in [`FormatKey::ALL`] order.
+    /// The options as volume-context entries (lowercase keys), in
+    /// [`FormatKey::ALL`] order.
     pub fn to_context(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for key in FormatKey::ALL {
@@ -295,9 +323,10 @@ impl FormatOptions {
                 FormatKey::NumberOfInodes => self.number_of_inodes.map(|n| n.to_string()),
                 FormatKey::Ext4BigAlloc => self.big_alloc.then(|| "true".to_string()),
                 FormatKey::Ext4ClusterSize => self.cluster_size.map(|n| n.to_string()),
+                FormatKey::Ext4EncryptionSupport => self.encryption.then(|| "true".to_string()),
             };
             if let Some(v) = value {
-                out.push((key.name().to_string(), v));
+                out.push((key.context_key(), v));
             }
         }
         out

@@ -21,6 +21,15 @@ pub const PVC_NAME: &str = "kubernetes.io/created-for/pvc/name";
 pub const PVC_NAMESPACE: &str = "kubernetes.io/created-for/pvc/namespace";
 /// The PV a volume was created for.
 pub const PV_NAME: &str = "kubernetes.io/created-for/pv/name";
+/// With `--k8s-tag-cluster-id`: the cluster id (the EKS cluster-scoped
+/// IAM policy conditions on it).
+pub const CLUSTER_NAME: &str = "ebs.csi.aws.com/cluster-name";
+/// The `iopsPerGB` a volume was created or modified with, for scaling its
+/// IOPS when it grows.
+pub const IOPS_PER_GB: &str = "ebs.csi.aws.com/IOPSPerGb";
+/// Whether a volume's IOPS may be raised when it is modified or grows.
+pub const ALLOW_AUTO_IOPS_INCREASE_ON_MODIFY: &str =
+    "ebs.csi.aws.com/AllowAutoIOPSIncreaseOnModify";
 /// The group a group snapshot's member belongs to (CSI name; ours, the
 /// reference has no group snapshots).
 pub const GROUP_NAME: &str = "CSIVolumeGroupSnapshotName";

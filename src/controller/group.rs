@@ -147,7 +147,9 @@ async fn create(
     }
 
     let (instance, volumes) = common_instance(cloud.as_ref(), &wanted).await?;
-    let mut snapshot_tags = super::tags::snapshot_tags(ctl.tags.common(), &req.name, &params.tags);
+    let mut snapshot_tags = ctl
+        .tags
+        .snapshot(&req.name, &params.meta, &params.tag_specs)?;
     // The per-snapshot name tag would be the same on every member; the
     // group tags identify them instead.
     snapshot_tags.retain(|(k, _)| k != tags::SNAPSHOT_NAME);

@@ -14,6 +14,7 @@ pub mod publish;
 pub mod snapshot_params;
 pub mod snapshots;
 pub mod tags;
+pub mod template;
 pub mod topology;
 pub mod volumes;
 
@@ -30,7 +31,6 @@ use crate::csi::controller_service_capability::rpc::Type as Cap;
 use crate::error::Result as CsiResult;
 use crate::readiness::Slot;
 use crate::rpc;
-use params::VolumeParams;
 use tags::DriverTags;
 
 /// Bounds of the controller's waits.
@@ -93,11 +93,6 @@ impl Ctl {
                 .map(|info| info.availability_zone.clone())
         })
     }
-
-    /// Tags of a new volume named `name`.
-    pub fn volume_tags(&self, name: &str, params: &VolumeParams) -> Vec<(String, String)> {
-        tags::volume_tags(self.tags.common(), name, params)
-    }
 }
 
 /// The Controller service.
@@ -119,7 +114,7 @@ impl ControllerService {
 }
 
 /// The capabilities this controller implements.
-pub const CAPABILITIES: [Cap; 12] = [
+pub const CAPABILITIES: [Cap; 13] = [
     Cap::CreateDeleteVolume,
     Cap::PublishUnpublishVolume,
     Cap::ListVolumes,
@@ -132,6 +127,7 @@ pub const CAPABILITIES: [Cap; 12] = [
     Cap::ExpandVolume,
     Cap::ModifyVolume,
     Cap::SingleNodeMultiWriter,
+    Cap::CloneVolume,
 ];
 
 /// The Controller RPCs: each runs its module's function through

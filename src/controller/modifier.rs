@@ -150,7 +150,14 @@ async fn apply(
         let spec = ModifySpec {
             size_gib: want.size_gib.filter(|s| *s > v.size_gib),
             volume_type: want.volume_type.clone().filter(|t| *t != v.volume_type),
-            iops: want.iops.filter(|i| Some(*i) != v.iops),
+            // A new type needs its IOPS named even when the number stays.
+            iops: want.iops.filter(|i| {
+                Some(*i) != v.iops
+                    || want
+                        .volume_type
+                        .as_ref()
+                        .is_some_and(|t| *t != v.volume_type)
+            }),
             throughput: want.throughput.filter(|t| Some(*t) != v.throughput),
         };
         if spec.is_empty() {

@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 
-use super::tags::{self, TagContext};
+use super::tags::{self, PvMeta};
 use crate::cloud::{IopsLimits, TypeLimits, VolumeType};
 use crate::contract::FS_TYPE_CONTEXT_KEY;
 use crate::contract::format::{FormatKey, FormatOptions, FsType, Origin, parse_go_bool};
+use crate::contract::tags as ctags;
 use crate::error::{Error, Result};
 
 /// Parsed StorageClass parameters.
@@ -22,30 +23,32 @@ pub struct VolumeParams {
     pub iops: Option<i64>,
     /// IOPS per GiB.
     pub iops_per_gb: Option<i64>,
-    /// Raise iopsPerGB × size to the type's minimum when below it.
+    /// Raise the IOPS to the type's minimum when below it.
     pub allow_iops_increase: bool,
+    /// `allowAutoIOPSIncreaseOnModify`: scale IOPS by `iopsPerGB` when the
+    /// volume is modified or grows (kept in a tag on the volume).
+    pub allow_iops_increase_on_modify: Option<bool>,
     /// Throughput, MiB/s.
     pub throughput: Option<i64>,
     /// Encrypt.
     pub encrypted: bool,
+    /// Whether `encrypted` was given (a clone refuses an explicit false).
+    pub encrypted_given: bool,
     /// KMS key.
     pub kms_key_id: Option<String>,
-    /// io2 Block Express requested.
-    pub block_express: bool,
+    /// `volumeInitializationRate`, MiB/s, for volumes from snapshots.
+    pub initialization_rate: Option<i64>,
     /// Filesystem type.
     pub fs_type: FsType,
     /// Whether the parameters named the filesystem type.
     pub fs_type_given: bool,
     /// Format options for the node.
     pub format: FormatOptions,
-    /// Tags from `tagSpecification_N`, templates filled in.
-    pub tags: Vec<(String, String)>,
-    /// `csi.storage.k8s.io/pvc/name`.
-    pub pvc_name: Option<String>,
-    /// `csi.storage.k8s.io/pvc/namespace`.
-    pub pvc_namespace: Option<String>,
-    /// `csi.storage.k8s.io/pv/name`.
-    pub pv_name: Option<String>,
+    /// `tagSpecification…` parameters, (parameter, `key=value` template),
+    /// in key order.
+    pub tag_specs: Vec<(String, String)>,
+    /// The PV metadata of the request.
+    pub meta: PvMeta,
 }
 
 /// Parses a boolean the way Go's strconv.ParseBool does (the reference
@@ -84,25 +87,38 @@ impl VolumeParams {
     /// Parses `parameters` of a CreateVolume request.
     pub fn parse(parameters: &HashMap<String, String>) -> Result<Self> {
         let mut p = VolumeParams::default();
-        let mut tag_templates = Vec::new();
         let mut format: Vec<(FormatKey, &str)> = Vec::new();
         // Sorted for deterministic errors and tag order.
         let mut keys: Vec<_> = parameters.iter().collect();
         keys.sort();
         for (key, value) in keys {
-            match key.to_ascii_lowercase().as_str() {
+            let lower = key.to_ascii_lowercase();
+            match lower.as_str() {
                 "type" => p.volume_type = parse_type(key, value)?,
                 "iops" => p.iops = Some(parse_int(key, value)?),
                 "iopspergb" => p.iops_per_gb = Some(parse_int(key, value)?),
                 "allowautoiopspergbincrease" => p.allow_iops_increase = parse_bool(key, value)?,
+                "allowautoiopsincreaseonmodify" => {
+                    p.allow_iops_increase_on_modify = Some(parse_bool(key, value)?)
+                }
                 "throughput" => p.throughput = Some(parse_int(key, value)?),
-                "encrypted" => p.encrypted = parse_bool(key, value)?,
+                "encrypted" => {
+                    p.encrypted = parse_bool(key, value)?;
+                    p.encrypted_given = true;
+                }
                 "kmskeyid" => {
                     if !value.is_empty() {
                         p.kms_key_id = Some(value.clone());
                     }
                 }
-                "blockexpress" => p.block_express = parse_bool(key, value)?,
+                "volumeinitializationrate" => p.initialization_rate = Some(parse_int(key, value)?),
+                "blockexpress" => {
+                    // A deprecated no-op in the reference, on any type: io2
+                    // is Block Express everywhere now.
+                    parse_bool(key, value)?;
+                    tracing::info!("parameter blockExpress is deprecated and has no effect");
+                }
+                "outpostarn" => return Err(outposts(key)),
                 "csi.storage.k8s.io/fstype" | "fstype" => {
                     if !value.is_empty() {
                         p.fs_type = FsType::parse(value).ok_or_else(|| {
@@ -115,10 +131,8 @@ impl VolumeParams {
                         p.fs_type_given = true;
                     }
                 }
-                "csi.storage.k8s.io/pvc/name" => p.pvc_name = Some(value.clone()),
-                "csi.storage.k8s.io/pvc/namespace" => p.pvc_namespace = Some(value.clone()),
-                "csi.storage.k8s.io/pv/name" => p.pv_name = Some(value.clone()),
-                k if k.starts_with("tagspecification_") => tag_templates.push((key, value)),
+                k if p.meta.take(k, value) => {}
+                _ if tags::is_tag_spec_key(key) => p.tag_specs.push((key.clone(), value.clone())),
                 _ => match FormatKey::from_name(key) {
                     Some(format_key) => format.push((format_key, value.as_str())),
                     None => {
@@ -137,16 +151,25 @@ impl VolumeParams {
                 "parameters iops and iopsPerGB are mutually exclusive".into(),
             ));
         }
-        if p.block_express && p.volume_type != VolumeType::Io2 {
-            return Err(Error::InvalidArgument(format!(
-                "parameter blockExpress is only valid for type io2, not {}",
-                p.volume_type
-            )));
-        }
         p.format = FormatOptions::parse(format, p.fs_type, Origin::Parameter)?;
-        let context = TagContext::volume(&p.pvc_name, &p.pvc_namespace, &p.pv_name);
-        p.tags = tags::parse_specifications(&tag_templates, &context)?;
         Ok(p)
+    }
+
+    /// Tags the driver adds for these parameters: the reference's
+    /// `ebs.csi.aws.com/IOPSPerGb` and `…/AllowAutoIOPSIncreaseOnModify`,
+    /// which later modifications read.
+    pub fn driver_tags(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.iops_per_gb {
+            out.push((ctags::IOPS_PER_GB.to_string(), n.to_string()));
+        }
+        if let Some(allow) = self.allow_iops_increase_on_modify {
+            out.push((
+                ctags::ALLOW_AUTO_IOPS_INCREASE_ON_MODIFY.to_string(),
+                allow.to_string(),
+            ));
+        }
+        out
     }
 
     /// The volume context for the node: format options, and the
@@ -182,10 +205,11 @@ impl VolumeParams {
         Ok((iops, throughput))
     }
 
-    /// The IOPS to provision, from `iops` or `iopsPerGB`.
+    /// The IOPS to provision, from `iops` or `iopsPerGB`, capped the way
+    /// the reference driver caps them ([`cap_iops`]).
     fn iops(&self, limits: Option<IopsLimits>, size_gib: i64) -> Result<Option<i64>> {
         let t = &self.volume_type;
-        let Some(IopsLimits { min, max, per_gib }) = limits else {
+        let Some(lim) = limits else {
             if self.iops.is_some() || self.iops_per_gb.is_some() {
                 return Err(Error::InvalidArgument(format!(
                     "volume type {t} has no provisioned IOPS; remove iops/iopsPerGB"
@@ -193,7 +217,7 @@ impl VolumeParams {
             }
             return Ok(None);
         };
-        let iops = match (self.iops, self.iops_per_gb) {
+        let wanted = match (self.iops, self.iops_per_gb) {
             (None, None) if *t == VolumeType::Gp3 => return Ok(None),
             (None, None) => {
                 return Err(Error::InvalidArgument(format!(
@@ -201,49 +225,22 @@ impl VolumeParams {
                 )));
             }
             (Some(fixed), _) => fixed,
-            (None, Some(per_gb)) => {
-                // iopsPerGB follows the reference driver: capped at the
-                // type's maxima (io2 at 64,000 unless blockExpress asks
-                // for Block Express' 256,000), raised to its minimum only
-                // if allowed.
-                let cap = if *t == VolumeType::Io2 && !self.block_express {
-                    64_000
-                } else {
-                    max
-                };
-                let iops = (per_gb * size_gib).min(cap).min(per_gib * size_gib.max(1));
-                if iops < min && self.allow_iops_increase {
-                    min
-                } else {
-                    iops
-                }
-            }
+            (None, Some(per_gb)) => per_gb * size_gib,
         };
-        if iops < min || iops > max {
-            return Err(Error::InvalidArgument(format!(
-                "{iops} IOPS is outside the {t} range of {min}..={max}{}",
-                if self.iops_per_gb.is_some() {
-                    " (set allowAutoIOPSPerGBIncrease to raise it)"
-                } else {
-                    ""
-                }
-            )));
+        let iops = cap_iops(wanted, size_gib, lim, self.allow_iops_increase);
+        if iops != wanted {
+            tracing::info!(requested = wanted, provisioned = iops, size_gib, volume_type = %t, "IOPS capped to the type's limits");
         }
-        // gp3's baseline of 3000 is free at any size; above it, and for
-        // io1/io2 always, EC2 caps IOPS per GiB.
-        let capped_from = if *t == VolumeType::Gp3 { min } else { 0 };
-        if iops > capped_from && iops > per_gib * size_gib {
-            return Err(Error::InvalidArgument(format!(
-                "{iops} IOPS exceeds the {t} limit of {per_gib} IOPS per GiB \
-                 ({} for {size_gib} GiB)",
-                per_gib * size_gib
-            )));
-        }
+        check_iops(t, iops, size_gib, lim)?;
         Ok(Some(iops))
     }
 
     /// The throughput to provision (gp3), checked against the IOPS.
-    fn throughput(&self, limits: Option<(i64, i64)>, iops: Option<i64>) -> Result<Option<i64>> {
+    pub(super) fn throughput(
+        &self,
+        limits: Option<(i64, i64)>,
+        iops: Option<i64>,
+    ) -> Result<Option<i64>> {
         let Some(mbps) = self.throughput else {
             return Ok(None);
         };
@@ -269,6 +266,53 @@ impl VolumeParams {
         }
         Ok(Some(mbps))
     }
+}
+
+/// The reference driver's `capIOPS`: raised to the type's minimum when
+/// allowed, then lowered to its maximum, then to its per-GiB limit unless
+/// that limit is below the minimum (gp3 under 6 GiB keeps its baseline).
+pub fn cap_iops(iops: i64, size_gib: i64, lim: IopsLimits, allow_increase: bool) -> i64 {
+    let mut iops = iops;
+    if allow_increase && iops < lim.min {
+        iops = lim.min;
+    }
+    iops = iops.min(lim.max);
+    let by_size = lim.per_gib * size_gib;
+    if iops > by_size && by_size >= lim.min {
+        iops = by_size;
+    }
+    iops
+}
+
+/// Refuses IOPS EC2 would refuse, naming the limit: below the type's
+/// minimum (the reference sends them and EC2 fails the call), or above the
+/// per-GiB limit where capping could not apply.
+pub fn check_iops(t: &VolumeType, iops: i64, size_gib: i64, lim: IopsLimits) -> Result<()> {
+    let IopsLimits { min, max, per_gib } = lim;
+    if iops < min || iops > max {
+        return Err(Error::InvalidArgument(format!(
+            "{iops} IOPS is outside the {t} range of {min}..={max} (set allowAutoIOPSPerGBIncrease to raise it)"
+        )));
+    }
+    // gp3's baseline of 3000 is free at any size; above it, and for
+    // io1/io2 always, EC2 caps IOPS per GiB.
+    let capped_from = if *t == VolumeType::Gp3 { min } else { 0 };
+    if iops > capped_from && iops > per_gib * size_gib {
+        return Err(Error::InvalidArgument(format!(
+            "{iops} IOPS exceeds the {t} limit of {per_gib} IOPS per GiB \
+             ({} for {size_gib} GiB)",
+            per_gib * size_gib
+        )));
+    }
+    Ok(())
+}
+
+/// The refusal of an Outposts request.
+pub fn outposts(what: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "Outposts are not supported by this driver ({what} was given); use the reference driver \
+         on Outposts"
+    ))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::params::parse_int;
-use super::tags::{self, TagContext};
+use super::tags::{self, SnapshotMeta};
 use crate::cloud::{LockMode, SnapshotLock};
 use crate::error::{Error, Result};
 
@@ -15,22 +15,23 @@ pub struct SnapshotParams {
     pub fsr_zones: Vec<String>,
     /// Lock to apply, if any.
     pub lock: Option<SnapshotLock>,
-    /// User tags, templates filled in.
-    pub tags: Vec<(String, String)>,
+    /// `tagSpecification…` parameters, (parameter, `key=value` template).
+    pub tag_specs: Vec<(String, String)>,
+    /// The VolumeSnapshot metadata of the request.
+    pub meta: SnapshotMeta,
 }
 
 impl SnapshotParams {
     /// Parses the parameters of a CreateSnapshot request.
     pub fn parse(parameters: &HashMap<String, String>) -> Result<Self> {
         let mut p = SnapshotParams::default();
-        let (mut name, mut namespace, mut content) = (None, None, None);
         let mut lock = LockSpec::default();
         let mut lock_keys = Vec::new();
-        let mut templates = Vec::new();
         let mut keys: Vec<_> = parameters.iter().collect();
         keys.sort();
         for (key, value) in keys {
-            match key.to_ascii_lowercase().as_str() {
+            let lower = key.to_ascii_lowercase();
+            match lower.as_str() {
                 "fastsnapshotrestoreavailabilityzones" => {
                     p.fsr_zones = value
                         .split(',')
@@ -55,10 +56,9 @@ impl SnapshotParams {
                     lock.cool_off_hours = Some(parse_int(key, value)? as i32);
                     lock_keys.push(key.clone());
                 }
-                "csi.storage.k8s.io/volumesnapshot/name" => name = Some(value.clone()),
-                "csi.storage.k8s.io/volumesnapshot/namespace" => namespace = Some(value.clone()),
-                "csi.storage.k8s.io/volumesnapshotcontent/name" => content = Some(value.clone()),
-                k if k.starts_with("tagspecification_") => templates.push((key, value)),
+                "outpostarn" => return Err(super::params::outposts(key)),
+                k if p.meta.take(k, value) => {}
+                _ if tags::is_tag_spec_key(key) => p.tag_specs.push((key.clone(), value.clone())),
                 _ => {
                     return Err(Error::InvalidArgument(format!(
                         "unknown VolumeSnapshotClass parameter {key:?} (value {value:?})"
@@ -69,8 +69,6 @@ impl SnapshotParams {
         if !lock_keys.is_empty() {
             p.lock = Some(validate_lock(lock, &lock_keys)?);
         }
-        let ctx = TagContext::snapshot(&name, &namespace, &content);
-        p.tags = tags::parse_specifications(&templates, &ctx)?;
         Ok(p)
     }
 }
@@ -162,7 +160,14 @@ mod tests {
         .unwrap();
         assert_eq!(p.fsr_zones, vec!["us-east-1a", "us-east-1b"]);
         assert_eq!(p.lock.as_ref().unwrap().mode, LockMode::Governance);
-        assert_eq!(p.tags, vec![("snap".to_string(), "nightly".to_string())]);
+        assert_eq!(
+            p.tag_specs,
+            vec![(
+                "tagSpecification_1".to_string(),
+                "snap={{ .VolumeSnapshotName }}".to_string()
+            )]
+        );
+        assert_eq!(p.meta.name.as_deref(), Some("nightly"));
     }
 
     #[test]

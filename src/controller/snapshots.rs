@@ -98,7 +98,9 @@ pub async fn create(
     if cloud.volume(&source).await?.is_none() {
         return Err(source_missing());
     }
-    let tags = super::tags::snapshot_tags(ctl.tags.common(), &req.name, &params.tags);
+    let tags = ctl
+        .tags
+        .snapshot(&req.name, &params.meta, &params.tag_specs)?;
     let description = format!("Created by ebs.csi.aws.com for {}", req.name);
     let snap = match cloud.create_snapshot(&source, &description, &tags).await {
         Ok(s) => s,

@@ -1,154 +1,209 @@
-//! Tags on what the driver creates: the standard ones the IAM policy keys
-//! on, `--extra-tags` / `--k8s-tag-cluster-id`, and user tags from
-//! `tagSpecification_N` parameters with their `{{ .Name }}` templates.
+//! Tags on what the driver creates, with the reference driver's rules
+//! (its docs/tagging.md and controller code, v1.64.0):
+//!
+//! - the driver's own tags: the name tag, `ebs.csi.aws.com/cluster=true`,
+//!   the created-for tags, and with `--k8s-tag-cluster-id=X`
+//!   `kubernetes.io/cluster/X=owned`, `Name=X-dynamic-<name>`,
+//!   `ebs.csi.aws.com/cluster-name=X` (and `KubernetesCluster=X` on volumes);
+//! - user tags from `tagSpecification…` parameters and `--extra-tags`, each
+//!   `key=value` with the value rendered as a Go template
+//!   ([`super::template`]) over the PV or VolumeSnapshot metadata;
+//! - precedence, later wins: on volumes the driver's tags, then the
+//!   StorageClass's, then the VolumeAttributesClass's, then `--extra-tags`;
+//!   on snapshots the driver's tags, then `--extra-tags` (not templated),
+//!   then the VolumeSnapshotClass's. Reserved keys cannot be set by users at
+//!   all, so what a user can override is `Name` and `KubernetesCluster`;
+//! - a tag that cannot be rendered or is invalid fails the request, or with
+//!   `--warn-on-invalid-tag` is left out with a warning; a spec without `=`
+//!   fails even then (as in the reference).
 
+use std::collections::HashMap;
+
+use super::template;
 use crate::contract::tags;
 use crate::error::{Error, Result};
 
-/// Values the `{{ .X }}` templates of tagSpecification_N may use.
-#[derive(Debug, Clone, Default)]
-pub struct TagContext {
-    vars: Vec<(&'static str, Option<String>, &'static str)>,
+/// The PV metadata the external-provisioner (and resizer) send with
+/// `--extra-create-metadata` / `--extra-modify-metadata`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PvMeta {
+    /// `csi.storage.k8s.io/pvc/name`.
+    pub pvc_name: Option<String>,
+    /// `csi.storage.k8s.io/pvc/namespace`.
+    pub pvc_namespace: Option<String>,
+    /// `csi.storage.k8s.io/pv/name`.
+    pub pv_name: Option<String>,
 }
 
-impl TagContext {
-    /// Templates of a StorageClass: PVCName, PVCNamespace, PVName.
-    pub fn volume(pvc: &Option<String>, namespace: &Option<String>, pv: &Option<String>) -> Self {
-        TagContext {
-            vars: vec![
-                ("PVCName", pvc.clone(), "csi.storage.k8s.io/pvc/name"),
-                (
-                    "PVCNamespace",
-                    namespace.clone(),
-                    "csi.storage.k8s.io/pvc/namespace",
-                ),
-                ("PVName", pv.clone(), "csi.storage.k8s.io/pv/name"),
-            ],
-        }
+impl PvMeta {
+    /// Reads a metadata key (lowercased), returning whether it was one.
+    pub fn take(&mut self, lower_key: &str, value: &str) -> bool {
+        let slot = match lower_key {
+            "csi.storage.k8s.io/pvc/name" => &mut self.pvc_name,
+            "csi.storage.k8s.io/pvc/namespace" => &mut self.pvc_namespace,
+            "csi.storage.k8s.io/pv/name" => &mut self.pv_name,
+            _ => return false,
+        };
+        *slot = Some(value.to_string());
+        true
     }
 
-    /// Templates of a VolumeSnapshotClass.
-    pub fn snapshot(
-        name: &Option<String>,
-        namespace: &Option<String>,
-        content: &Option<String>,
-    ) -> Self {
-        TagContext {
-            vars: vec![
-                (
-                    "VolumeSnapshotName",
-                    name.clone(),
-                    "csi.storage.k8s.io/volumesnapshot/name",
-                ),
-                (
-                    "VolumeSnapshotNamespace",
-                    namespace.clone(),
-                    "csi.storage.k8s.io/volumesnapshot/namespace",
-                ),
-                (
-                    "VolumeSnapshotContentName",
-                    content.clone(),
-                    "csi.storage.k8s.io/volumesnapshotcontent/name",
-                ),
-            ],
-        }
-    }
-
-    /// Fills `{{ .X }}` placeholders in `text` (from parameter `key`).
-    fn render(&self, key: &str, text: &str) -> Result<String> {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or_else(|| {
-                Error::InvalidArgument(format!("parameter {key}: unclosed {{{{ in {text:?}"))
-            })?;
-            let var = after[..end].trim();
-            let name = var.strip_prefix('.').unwrap_or(var);
-            let (_, value, source) =
-                self.vars
-                    .iter()
-                    .find(|(n, _, _)| *n == name)
-                    .ok_or_else(|| {
-                        let known: Vec<_> =
-                            self.vars.iter().map(|(n, _, _)| format!(".{n}")).collect();
-                        Error::InvalidArgument(format!(
-                            "parameter {key}: unknown template {{{{ {var} }}}} (known: {})",
-                            known.join(", ")
-                        ))
-                    })?;
-            let value = value.as_ref().ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "parameter {key} uses {{{{ .{name} }}}} but the request has no {source} \
-                     (run the sidecar with --extra-create-metadata)"
-                ))
-            })?;
-            out.push_str(value);
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        Ok(out)
+    /// The template variables (the reference's `PVProps`): missing ones
+    /// render as "", as Go prints a zero field.
+    fn vars(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("PVCName", self.pvc_name.clone().unwrap_or_default()),
+            (
+                "PVCNamespace",
+                self.pvc_namespace.clone().unwrap_or_default(),
+            ),
+            ("PVName", self.pv_name.clone().unwrap_or_default()),
+        ])
     }
 }
 
-/// Whether a tag key belongs to the driver or AWS and may not be set by users.
-pub fn is_reserved(key: &str) -> bool {
-    key == tags::VOLUME_NAME
-        || key == tags::SNAPSHOT_NAME
-        || key == tags::CLUSTER
-        || key == tags::KUBERNETES_CLUSTER
-        || key.starts_with(tags::CREATED_FOR_PREFIX)
-        || key.starts_with(tags::CLUSTER_ID_PREFIX)
-        || key.to_ascii_lowercase().starts_with("aws:")
+/// The VolumeSnapshot metadata the external-snapshotter sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// `csi.storage.k8s.io/volumesnapshot/name`.
+    pub name: Option<String>,
+    /// `csi.storage.k8s.io/volumesnapshot/namespace`.
+    pub namespace: Option<String>,
+    /// `csi.storage.k8s.io/volumesnapshotcontent/name`.
+    pub content: Option<String>,
 }
 
-/// Checks one user tag against EC2's and our rules.
-pub fn check_tag(source: &str, key: &str, value: &str) -> Result<()> {
-    if key.is_empty() || key.len() > 128 || value.len() > 256 {
-        return Err(Error::InvalidArgument(format!(
-            "{source}: tag {key:?}={value:?} breaks EC2's limits (key 1..=128, value ≤ 256 characters)"
-        )));
+impl SnapshotMeta {
+    /// Reads a metadata key (lowercased), returning whether it was one.
+    pub fn take(&mut self, lower_key: &str, value: &str) -> bool {
+        let slot = match lower_key {
+            "csi.storage.k8s.io/volumesnapshot/name" => &mut self.name,
+            "csi.storage.k8s.io/volumesnapshot/namespace" => &mut self.namespace,
+            "csi.storage.k8s.io/volumesnapshotcontent/name" => &mut self.content,
+            _ => return false,
+        };
+        *slot = Some(value.to_string());
+        true
     }
-    if is_reserved(key) {
-        return Err(Error::InvalidArgument(format!(
-            "{source}: tag key {key:?} is reserved for the driver or AWS"
-        )));
+
+    /// The template variables (the reference's `VolumeSnapshotProps`).
+    fn vars(&self) -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("VolumeSnapshotName", self.name.clone().unwrap_or_default()),
+            (
+                "VolumeSnapshotNamespace",
+                self.namespace.clone().unwrap_or_default(),
+            ),
+            (
+                "VolumeSnapshotContentName",
+                self.content.clone().unwrap_or_default(),
+            ),
+        ])
+    }
+}
+
+/// Whether a parameter key holds a tag specification: the reference's
+/// prefix `tagSpecification` followed by anything (`tagSpecification_1`,
+/// `tagSpecificationDept`); matched without regard to case here, as every
+/// other key is.
+pub fn is_tag_spec_key(key: &str) -> bool {
+    key.len() >= 16 && key[..16].eq_ignore_ascii_case("tagSpecification")
+}
+
+/// Whether a parameter key names a tag to delete (`tagDeletion…`).
+pub fn is_tag_deletion_key(key: &str) -> bool {
+    key.len() >= 11 && key[..11].eq_ignore_ascii_case("tagDeletion")
+}
+
+/// Why users may not set `key`, if they may not: the reference driver's
+/// reserved keys and prefixes, and AWS's `aws:` prefix.
+pub fn reserved(key: &str) -> Option<String> {
+    if [tags::VOLUME_NAME, tags::SNAPSHOT_NAME, tags::CLUSTER_NAME].contains(&key) {
+        return Some(format!("tag key '{key}' is reserved"));
+    }
+    for prefix in ["kubernetes.io", "ebs.csi.aws.com/"] {
+        if key.starts_with(prefix) {
+            return Some(format!("tag key prefix '{prefix}' is reserved"));
+        }
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Some("tag key prefix 'aws:' is reserved for AWS".into());
+    }
+    None
+}
+
+/// Checks one user tag: not reserved, within EC2's limits (keys 1..=128
+/// characters, values ≤ 256), so a bad tag fails here with its name
+/// rather than as an EC2 error.
+pub fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
+    if let Some(why) = reserved(key) {
+        return Err(why);
+    }
+    if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+        return Err(format!(
+            "tag {key:?}={value:?} breaks EC2's limits (key 1..=128, value ≤ 256 characters)"
+        ));
     }
     Ok(())
 }
 
-/// Parses `tagSpecification_N` parameters ("key=value", templated).
-pub fn parse_specifications(
-    specs: &[(&String, &String)],
-    ctx: &TagContext,
-) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for (param, spec) in specs {
-        let (key, value) = spec.split_once('=').ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "parameter {param}: {spec:?} is not of the form key=value"
-            ))
-        })?;
-        let key = ctx.render(param, key.trim())?;
-        let value = ctx.render(param, value.trim())?;
-        check_tag(&format!("parameter {param}"), &key, &value)?;
-        out.push((key, value));
-    }
-    Ok(out)
+/// How user tags are handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagPolicy {
+    /// `--warn-on-invalid-tag`: leave bad tags out (logged) instead of
+    /// failing the request.
+    pub warn_on_invalid: bool,
 }
 
-/// Parses `--extra-tags k=v,k2=v2`.
-pub fn parse_extra_tags(flag: &str) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for item in flag.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = item.split_once('=').ok_or_else(|| {
+impl TagPolicy {
+    /// Renders and checks one `key=value` spec from `source`: the tag, or
+    /// None when it is left out under `--warn-on-invalid-tag`.
+    pub fn render(
+        self,
+        source: &str,
+        spec: &str,
+        vars: &HashMap<&str, String>,
+    ) -> Result<Option<(String, String)>> {
+        let (key, value) = spec.split_once('=').ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "--extra-tags: {item:?} is not of the form key=value"
+                "{source}: the key-value pair doesn't contain a value (string: {spec})"
             ))
         })?;
-        check_tag("--extra-tags", k.trim(), v.trim())?;
-        out.push((k.trim().to_string(), v.trim().to_string()));
+        let key = key.trim();
+        let problem = match template::render(value.trim(), vars) {
+            Err(e) => format!("Error interpolating tag value: {e}"),
+            Ok(value) => match check_tag(key, &value) {
+                Ok(()) => return Ok(Some((key.to_string(), value))),
+                Err(why) => format!("Invalid tag value: {why}"),
+            },
+        };
+        if self.warn_on_invalid {
+            tracing::warn!(
+                source,
+                spec,
+                "{problem}; tag left out (--warn-on-invalid-tag)"
+            );
+            Ok(None)
+        } else {
+            Err(Error::InvalidArgument(format!("{source}: {problem}")))
+        }
+    }
+}
+
+/// Parses `--extra-tags k=v,k2=v2` into its specs (values may be templates;
+/// they are rendered per volume). Bad keys fail start-up.
+pub fn parse_extra_tags(flag: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in flag.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((key, _)) = item.split_once('=') else {
+            return Err(Error::InvalidArgument(format!(
+                "--extra-tags: {item:?} is not of the form key=value"
+            )));
+        };
+        if let Some(why) = reserved(key.trim()) {
+            return Err(Error::InvalidArgument(format!("--extra-tags: {why}")));
+        }
+        out.push(item.to_string());
     }
     Ok(out)
 }
@@ -156,146 +211,121 @@ pub fn parse_extra_tags(flag: &str) -> Result<Vec<(String, String)>> {
 /// Tags every created object gets from the driver's flags.
 #[derive(Debug, Clone, Default)]
 pub struct DriverTags {
-    /// `--extra-tags`.
-    pub extra: Vec<(String, String)>,
+    /// `--extra-tags`, as `key=value` specs.
+    pub extra: Vec<String>,
     /// `--k8s-tag-cluster-id`.
     pub cluster_id: Option<String>,
+    /// `--warn-on-invalid-tag`.
+    pub policy: TagPolicy,
+}
+
+/// Sets `key` to `value`, replacing an earlier value (later wins).
+fn set(tags: &mut Vec<(String, String)>, key: String, value: String) {
+    match tags.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = value,
+        None => tags.push((key, value)),
+    }
 }
 
 impl DriverTags {
-    /// The cluster tag, extra tags and cluster id tags, in that order.
-    pub fn common(&self) -> Vec<(String, String)> {
-        let mut out = vec![(tags::CLUSTER.to_string(), "true".to_string())];
-        out.extend(self.extra.iter().cloned());
+    /// Tags of a new volume named `name`: the driver's, `driver_extra`
+    /// (the IOPS tags a StorageClass asks for), then the user's (see the
+    /// module docs for the order).
+    pub fn volume(
+        &self,
+        name: &str,
+        meta: &PvMeta,
+        driver_extra: &[(String, String)],
+        user: &[(String, String)],
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = vec![
+            (tags::VOLUME_NAME.to_string(), name.to_string()),
+            (tags::CLUSTER.to_string(), "true".to_string()),
+        ];
+        out.extend(driver_extra.iter().cloned());
+        for (key, value) in [
+            (tags::PVC_NAME, &meta.pvc_name),
+            (tags::PVC_NAMESPACE, &meta.pvc_namespace),
+            (tags::PV_NAME, &meta.pv_name),
+        ] {
+            if let Some(v) = value {
+                out.push((key.to_string(), v.clone()));
+            }
+        }
         if let Some(id) = &self.cluster_id {
-            out.push((tags::cluster_id_key(id), "owned".into()));
-            out.push((tags::KUBERNETES_CLUSTER.into(), id.clone()));
+            out.extend([
+                (tags::cluster_id_key(id), "owned".to_string()),
+                ("Name".to_string(), format!("{id}-dynamic-{name}")),
+                (tags::KUBERNETES_CLUSTER.to_string(), id.clone()),
+                (tags::CLUSTER_NAME.to_string(), id.clone()),
+            ]);
         }
-        out
+        let vars = meta.vars();
+        let extra = self
+            .extra
+            .iter()
+            .map(|s| ("--extra-tags".to_string(), s.clone()));
+        for (source, spec) in user.iter().cloned().chain(extra) {
+            if let Some((k, v)) =
+                self.policy
+                    .render(&format!("parameter {source}"), &spec, &vars)?
+            {
+                set(&mut out, k, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tags of a new snapshot named `name` (see the module docs).
+    pub fn snapshot(
+        &self,
+        name: &str,
+        meta: &SnapshotMeta,
+        user: &[(String, String)],
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = vec![
+            (tags::SNAPSHOT_NAME.to_string(), name.to_string()),
+            (tags::CLUSTER.to_string(), "true".to_string()),
+        ];
+        if let Some(id) = &self.cluster_id {
+            out.extend([
+                (tags::cluster_id_key(id), "owned".to_string()),
+                ("Name".to_string(), format!("{id}-dynamic-{name}")),
+                (tags::CLUSTER_NAME.to_string(), id.clone()),
+            ]);
+        }
+        // The reference copies --extra-tags onto snapshots as written.
+        for spec in &self.extra {
+            if let Some((k, v)) = spec.split_once('=') {
+                set(&mut out, k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        let vars = meta.vars();
+        for (source, spec) in user {
+            if let Some((k, v)) = self
+                .policy
+                .render(&format!("parameter {source}"), spec, &vars)?
+            {
+                set(&mut out, k, v);
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Tags of a new volume: name, driver tags, created-for tags, user tags.
-pub fn volume_tags(
-    common: Vec<(String, String)>,
-    name: &str,
-    params: &super::params::VolumeParams,
-) -> Vec<(String, String)> {
-    let mut out = vec![(tags::VOLUME_NAME.to_string(), name.to_string())];
-    out.extend(common);
-    for (key, value) in [
-        (tags::PVC_NAME, &params.pvc_name),
-        (tags::PVC_NAMESPACE, &params.pvc_namespace),
-        (tags::PV_NAME, &params.pv_name),
-    ] {
-        if let Some(v) = value {
-            out.push((key.to_string(), v.clone()));
+/// Renders VolumeAttributesClass tag specs (always strict, as the
+/// reference's modify path is).
+pub fn modify_tags(specs: &[(String, String)], meta: &PvMeta) -> Result<Vec<(String, String)>> {
+    let vars = meta.vars();
+    let strict = TagPolicy::default();
+    let mut out = Vec::new();
+    for (source, spec) in specs {
+        if let Some((k, v)) = strict.render(&format!("mutable parameter {source}"), spec, &vars)? {
+            set(&mut out, k, v);
         }
     }
-    for (k, v) in &params.tags {
-        push_unique(&mut out, k.clone(), v.clone());
-    }
-    out
-}
-
-/// Tags of a new snapshot named `name`: name, driver tags, user tags.
-pub fn snapshot_tags(
-    common: Vec<(String, String)>,
-    name: &str,
-    user: &[(String, String)],
-) -> Vec<(String, String)> {
-    let mut out = vec![(tags::SNAPSHOT_NAME.to_string(), name.to_string())];
-    out.extend(common);
-    for (k, v) in user {
-        push_unique(&mut out, k.clone(), v.clone());
-    }
-    out
-}
-
-/// Appends `(key, value)` unless the key is already present (earlier wins:
-/// the driver's tags come first and cannot be overridden).
-pub fn push_unique(tags: &mut Vec<(String, String)>, key: String, value: String) {
-    if !tags.iter().any(|(k, _)| *k == key) {
-        tags.push((key, value));
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_fill_and_fail_clearly() {
-        let ctx = TagContext::volume(&Some("data-mysql-0".into()), &Some("db".into()), &None);
-        assert_eq!(
-            ctx.render("t", "pvc-{{ .PVCName }}/{{.PVCNamespace}}")
-                .unwrap(),
-            "pvc-data-mysql-0/db"
-        );
-        let err = ctx
-            .render("tagSpecification_1", "{{ .PVName }}")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("csi.storage.k8s.io/pv/name"),
-            "{err}"
-        );
-        let err = ctx.render("tagSpecification_1", "{{ .Nope }}").unwrap_err();
-        assert!(err.to_string().contains(".Nope"), "{err}");
-    }
-
-    #[test]
-    fn reserved_and_malformed_tags_are_refused() {
-        let ctx = TagContext::default();
-        for bad in [
-            "CSIVolumeName=x",
-            "ebs.csi.aws.com/cluster=false",
-            "aws:foo=1",
-            "novalue",
-        ] {
-            let (k, v) = (String::from("tagSpecification_1"), bad.to_string());
-            assert!(parse_specifications(&[(&k, &v)], &ctx).is_err(), "{bad}");
-        }
-        let (k, v) = (
-            String::from("tagSpecification_1"),
-            String::from("team = storage=blue"),
-        );
-        assert_eq!(
-            parse_specifications(&[(&k, &v)], &ctx).unwrap(),
-            vec![("team".to_string(), "storage=blue".to_string())]
-        );
-    }
-
-    #[test]
-    fn volume_tags_in_order_and_user_tags_cannot_override() {
-        let mut params = super::super::params::VolumeParams {
-            pvc_name: Some("data-0".into()),
-            ..Default::default()
-        };
-        params.tags = vec![
-            ("team".into(), "db".into()),
-            ("CSIVolumeName".into(), "x".into()),
-        ];
-        let out = volume_tags(
-            vec![("ebs.csi.aws.com/cluster".into(), "true".into())],
-            "pvc-1",
-            &params,
-        );
-        assert_eq!(out[0], ("CSIVolumeName".into(), "pvc-1".into()));
-        assert_eq!(out[1], ("ebs.csi.aws.com/cluster".into(), "true".into()));
-        assert!(out.contains(&("kubernetes.io/created-for/pvc/name".into(), "data-0".into())));
-        assert_eq!(out.last().unwrap(), &("team".to_string(), "db".to_string()));
-    }
-
-    #[test]
-    fn extra_tags_and_cluster_id() {
-        let t = DriverTags {
-            extra: parse_extra_tags("a=1, b=2").unwrap(),
-            cluster_id: Some("prod".into()),
-        };
-        let common = t.common();
-        assert_eq!(common[0], (tags::CLUSTER.into(), "true".into()));
-        assert!(common.contains(&("b".into(), "2".into())));
-        assert!(common.contains(&("kubernetes.io/cluster/prod".into(), "owned".into())));
-        assert!(parse_extra_tags("a").is_err());
-    }
-}
+mod tests;

@@ -35,6 +35,18 @@ pub fn requested_zones(req: Option<&csi::TopologyRequirement>) -> Vec<String> {
     zones
 }
 
+/// The zones of the requisite topologies only (what a clone, which stays in
+/// its source's zone, must satisfy).
+pub fn requisite_zones(req: Option<&csi::TopologyRequirement>) -> Vec<String> {
+    req.map(|r| {
+        r.requisite
+            .iter()
+            .filter_map(|t| zone_of(&t.segments).map(str::to_string))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// The topology reported on a volume in `zone`.
 pub fn volume_topology(zone: &str) -> Vec<csi::Topology> {
     vec![csi::Topology {
@@ -53,7 +65,7 @@ pub fn gib_to_bytes(gib: i64) -> i64 {
 }
 
 /// The size to create for a capacity range, in GiB, given the smallest size
-/// the source (snapshot) needs.
+/// the source (snapshot or volume) needs.
 pub fn size_for(range: Option<&csi::CapacityRange>, floor_gib: Option<i64>) -> Result<i64> {
     let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
     if required < 0 || limit < 0 {
@@ -83,7 +95,7 @@ pub fn size_for(range: Option<&csi::CapacityRange>, floor_gib: Option<i64>) -> R
     if let Some(floor) = floor_gib {
         if gib < floor {
             return Err(Error::InvalidArgument(format!(
-                "requested size {gib} GiB is smaller than the source snapshot's {floor} GiB"
+                "requested size {gib} GiB is smaller than the source's {floor} GiB (a restore or clone is at least as big as its source)"
             )));
         }
         gib = gib.max(floor);
@@ -151,6 +163,6 @@ mod tests {
         let e = size_for(Some(&range(GIB + 1, GIB + 2)), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::OutOfRange);
         let e = size_for(Some(&range(4 * GIB, 0)), Some(8)).unwrap_err();
-        assert!(e.to_string().contains("snapshot"), "{e}");
+        assert!(e.to_string().contains("source"), "{e}");
     }
 }

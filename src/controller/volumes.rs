@@ -10,7 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::params::VolumeParams;
-use super::topology::{gib_to_bytes, requested_zones, size_for, volume_topology};
+use super::topology::{gib_to_bytes, requested_zones, requisite_zones, size_for, volume_topology};
 use super::{Ctl, caps};
 use crate::cloud::wait::poll;
 use crate::cloud::{
@@ -43,24 +43,36 @@ fn client_token(name: &str, spec: &VolumeSpec, attempt: u32) -> String {
         spec.snapshot_id.as_ref().map(SnapshotId::as_str),
         spec.multi_attach
     ));
+    // Only when set, so that tokens of volumes without them stay as they were.
+    if let Some(source) = &spec.source_volume_id {
+        h.update(format!("|copy of {source}"));
+    }
+    if let Some(rate) = spec.initialization_rate {
+        h.update(format!("|init {rate}"));
+    }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The StorageClass parameters of a request, with a VolumeAttributesClass
 /// named at creation merged in (its values win), and the capabilities
 /// checked against them.
-fn request_params(req: &csi::CreateVolumeRequest) -> Result<VolumeParams> {
+fn request_params(req: &csi::CreateVolumeRequest) -> Result<(VolumeParams, Vec<(String, String)>)> {
     let mut params = VolumeParams::parse(&req.parameters)?;
+    let mut user_tags = params.tag_specs.clone();
     if !req.mutable_parameters.is_empty() {
         let m = super::modify::MutableParams::parse(&req.mutable_parameters)?;
-        if let Some(t) = m.spec.volume_type {
+        if let Some(t) = m.volume_type {
             params.volume_type = t;
         }
-        params.iops = m.spec.iops.or(params.iops);
-        params.throughput = m.spec.throughput.or(params.throughput);
-        for (k, v) in m.add_tags {
-            super::tags::push_unique(&mut params.tags, k, v);
+        if m.iops.is_some() || m.iops_per_gb.is_some() {
+            params.iops = m.iops;
+            params.iops_per_gb = m.iops_per_gb;
         }
+        params.throughput = m.throughput.or(params.throughput);
+        params.allow_iops_increase_on_modify = m
+            .allow_iops_increase_on_modify
+            .or(params.allow_iops_increase_on_modify);
+        user_tags.extend(m.tag_specs);
     }
     caps::check_all(
         &req.volume_capabilities,
@@ -73,21 +85,40 @@ fn request_params(req: &csi::CreateVolumeRequest) -> Result<VolumeParams> {
             "multi-attach (MULTI_NODE_MULTI_WRITER) is only possible with block access".into(),
         ));
     }
-    Ok(params)
+    if let Some(key) = outpost_key(req.accessibility_requirements.as_ref()) {
+        return Err(super::params::outposts(&format!("topology key {key}")));
+    }
+    Ok((params, user_tags))
 }
 
-/// The snapshot a request restores from, if any: NotFound when it does not
-/// exist.
-async fn source_snapshot(
-    cloud: &dyn Cloud,
-    req: &csi::CreateVolumeRequest,
-) -> Result<Option<Snapshot>> {
+/// An Outposts topology key in the request, if any.
+fn outpost_key(req: Option<&csi::TopologyRequirement>) -> Option<String> {
+    req?.requisite
+        .iter()
+        .chain(&req?.preferred)
+        .flat_map(|t| t.segments.keys())
+        .find(|k| k.starts_with("topology.ebs.csi.aws.com/outpost"))
+        .cloned()
+}
+
+/// What a new volume starts from.
+enum Content {
+    /// Nothing: an empty volume.
+    Empty,
+    /// A snapshot to restore.
+    Snapshot(Snapshot),
+    /// A volume to clone (EC2 CopyVolumes).
+    Volume(Volume),
+}
+
+/// The source a request names, if any: NotFound when it does not exist.
+async fn content_source(cloud: &dyn Cloud, req: &csi::CreateVolumeRequest) -> Result<Content> {
     match req
         .volume_content_source
         .as_ref()
         .and_then(|s| s.r#type.as_ref())
     {
-        None => Ok(None),
+        None => Ok(Content::Empty),
         Some(Source::Snapshot(s)) => {
             let missing = || {
                 Error::NotFound(format!(
@@ -97,16 +128,64 @@ async fn source_snapshot(
             };
             let id = SnapshotId::parse(&s.snapshot_id).ok_or_else(missing)?;
             match cloud.snapshot(&id).await {
-                Ok(Some(snap)) => Ok(Some(snap)),
+                Ok(Some(snap)) => Ok(Content::Snapshot(snap)),
                 Ok(None) | Err(CloudError::NotFound(_)) => Err(missing()),
                 Err(e) => Err(e.into()),
             }
         }
-        Some(Source::Volume(v)) => Err(Error::InvalidArgument(format!(
-            "cloning volume {:?} is not supported by EBS; snapshot it and restore the snapshot",
-            v.volume_id
-        ))),
+        Some(Source::Volume(v)) => {
+            let missing =
+                || Error::NotFound(format!("source volume {:?} does not exist", v.volume_id));
+            let id = VolumeId::parse(&v.volume_id).ok_or_else(missing)?;
+            match cloud.volume(&id).await {
+                Ok(Some(vol)) => Ok(Content::Volume(vol)),
+                Ok(None) | Err(CloudError::NotFound(_)) => Err(missing()),
+                Err(e) => Err(e.into()),
+            }
+        }
     }
+}
+
+/// The spec of a clone of `source`: in its zone, encrypted as it is (a
+/// copy of an encrypted volume is encrypted), refused where the class asks
+/// for what a copy cannot be — the reference driver's rules.
+fn clone_spec(
+    mut spec: VolumeSpec,
+    params: &VolumeParams,
+    source: &Volume,
+    requisite: &[String],
+) -> Result<VolumeSpec> {
+    if !requisite.is_empty() && !requisite.contains(&source.zone) {
+        return Err(Error::ResourceExhausted(format!(
+            "cannot provision a clone of {} (in {}) within the requested topology ({}): a copy \
+             stays in its source's zone",
+            source.id,
+            source.zone,
+            requisite.join(", ")
+        )));
+    }
+    if params.encrypted_given && !params.encrypted && source.encrypted {
+        return Err(Error::InvalidArgument(format!(
+            "cannot make an unencrypted clone of encrypted volume {}",
+            source.id
+        )));
+    }
+    if let Some(kms) = &params.kms_key_id
+        && source.kms_key_id.as_ref().is_some_and(|k| k != kms)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "cannot provision a clone with a KMS key ({kms}) other than its source's ({})",
+            source.kms_key_id.as_deref().unwrap_or_default()
+        )));
+    }
+    spec.zone = source.zone.clone();
+    spec.source_volume_id = Some(source.id.clone());
+    spec.encrypted = params.encrypted || source.encrypted;
+    spec.kms_key_id = params
+        .kms_key_id
+        .clone()
+        .or_else(|| source.kms_key_id.clone());
+    Ok(spec)
 }
 
 /// CreateVolume.
@@ -114,16 +193,21 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
     if req.name.is_empty() {
         return Err(Error::missing("name"));
     }
-    let params = request_params(&req)?;
+    let (params, user_tags) = request_params(&req)?;
     let cloud = ctl.cloud()?;
-    let snapshot = source_snapshot(cloud.as_ref(), &req).await?;
-    let size_gib = size_for(
-        req.capacity_range.as_ref(),
-        snapshot.as_ref().map(|s| s.size_gib),
-    )?;
+    let content = content_source(cloud.as_ref(), &req).await?;
+    let floor = match &content {
+        Content::Empty => None,
+        Content::Snapshot(s) => Some(s.size_gib),
+        Content::Volume(v) => Some(v.size_gib),
+    };
+    let size_gib = size_for(req.capacity_range.as_ref(), floor)?;
     let (iops, throughput) = params.performance(size_gib)?;
     let zones = requested_zones(req.accessibility_requirements.as_ref());
-    let spec = VolumeSpec {
+    let tags = ctl
+        .tags
+        .volume(&req.name, &params.meta, &params.driver_tags(), &user_tags)?;
+    let mut spec = VolumeSpec {
         zone: String::new(),
         size_gib,
         volume_type: params.volume_type.clone(),
@@ -131,11 +215,27 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
         throughput,
         encrypted: params.encrypted,
         kms_key_id: params.kms_key_id.clone(),
-        snapshot_id: snapshot.map(|s| s.id),
+        snapshot_id: None,
+        source_volume_id: None,
+        initialization_rate: params.initialization_rate,
         multi_attach: caps::wants_multi_attach(&req.volume_capabilities),
-        tags: ctl.volume_tags(&req.name, &params),
+        tags,
         client_token: String::new(),
     };
+    match &content {
+        Content::Empty => {}
+        Content::Snapshot(s) => spec.snapshot_id = Some(s.id.clone()),
+        Content::Volume(source) => {
+            let requisite = requisite_zones(req.accessibility_requirements.as_ref());
+            spec = clone_spec(spec, &params, source, &requisite)?;
+        }
+    }
+    if spec.initialization_rate.is_some() && spec.snapshot_id.is_none() {
+        return Err(Error::InvalidArgument(
+            "parameter volumeInitializationRate applies only to volumes restored from a snapshot"
+                .into(),
+        ));
+    }
 
     let _guard = ctl.inflight.claim(&req.name, "volume")?;
     let volume = match cloud.volume_by_name(&req.name).await? {
@@ -148,14 +248,16 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
             }
         }
         None => {
-            let zone = match zones.first() {
-                Some(z) => z.clone(),
-                None => match ctl.zone() {
-                    Some(z) => z,
-                    None => cloud.zones().await?.remove(0),
-                },
-            };
-            create_new(ctl, cloud.as_ref(), &req.name, VolumeSpec { zone, ..spec }).await?
+            if spec.source_volume_id.is_none() {
+                spec.zone = match zones.first() {
+                    Some(z) => z.clone(),
+                    None => match ctl.zone() {
+                        Some(z) => z,
+                        None => cloud.zones().await?.remove(0),
+                    },
+                };
+            }
+            create_new(ctl, cloud.as_ref(), &req.name, spec).await?
         }
     };
     Ok(csi::CreateVolumeResponse {
@@ -181,7 +283,11 @@ async fn create_new(
 ) -> Result<Volume> {
     for attempt in 0..TOKEN_ATTEMPTS {
         spec.client_token = client_token(name, &spec, attempt);
-        let created = match cloud.create_volume(&spec).await {
+        let call = match spec.source_volume_id {
+            Some(_) => cloud.copy_volume(&spec).await,
+            None => cloud.create_volume(&spec).await,
+        };
+        let created = match call {
             Ok(v) => v,
             Err(CloudError::IdempotentParameterMismatch(m)) => {
                 tracing::warn!(
@@ -253,6 +359,14 @@ fn check_compatible(
         diffs.push(format!(
             "encrypted {} (requested {})",
             v.encrypted, want.encrypted
+        ));
+    }
+    if v.source_volume_id != want.source_volume_id {
+        let show = |s: &Option<VolumeId>| format!("{:?}", s.as_ref().map(VolumeId::as_str));
+        diffs.push(format!(
+            "source volume {} (requested {})",
+            show(&v.source_volume_id),
+            show(&want.source_volume_id)
         ));
     }
     if v.snapshot_id != want.snapshot_id {

@@ -128,6 +128,32 @@ impl DeviceFinder {
         }
     }
 
+    /// Partition `n` of `device`, the way the kernel names partitions
+    /// (`nvme1n1` → `nvme1n1p2`, `loop3` → `loop3p2`, `xvdf` → `xvdf2`),
+    /// waiting (bounded) for it to appear; NotFound naming it otherwise.
+    pub fn partition(&self, device: &Path, n: u32) -> Result<PathBuf> {
+        let name = device.to_string_lossy();
+        let path = if name.ends_with(|c: char| c.is_ascii_digit()) {
+            PathBuf::from(format!("{name}p{n}"))
+        } else {
+            PathBuf::from(format!("{name}{n}"))
+        };
+        let start = Instant::now();
+        loop {
+            if path.exists() && (!self.require_block || is_block_device(&path)) {
+                return Ok(path);
+            }
+            if start.elapsed() >= self.wait {
+                return Err(Error::NotFound(format!(
+                    "partition {n} of {} does not exist (no {})",
+                    device.display(),
+                    path.display()
+                )));
+            }
+            std::thread::sleep(self.poll);
+        }
+    }
+
     /// The serial the device reports in sysfs (NVMe devices do; EBS puts
     /// the volume id without its dash there), if any.
     fn serial_of(&self, device: &Path) -> Option<String> {

@@ -24,7 +24,9 @@ pub fn fs_type(requested: &str) -> Result<FsType> {
 /// pass (slow on large volumes) is skipped, and ext inode tables and journal
 /// are initialised lazily by the kernel after mount instead of making
 /// NodeStage wait for them. `opts` were checked against `fs` when parsed.
-pub fn mkfs_args(fs: FsType, opts: &FormatOptions) -> Vec<String> {
+/// `legacy_xfs` (`--legacy-xfs`) turns off the xfs features kernels before
+/// 5.4 cannot mount, with the reference driver's options.
+pub fn mkfs_args(fs: FsType, opts: &FormatOptions, legacy_xfs: bool) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let mut push = |flag: &str, value: String| {
         args.push(flag.to_string());
@@ -45,11 +47,18 @@ pub fn mkfs_args(fs: FsType, opts: &FormatOptions) -> Vec<String> {
                 push(flag, v.to_string());
             }
         }
-        if opts.big_alloc {
-            push("-O", "bigalloc".to_string());
-            if let Some(c) = opts.cluster_size {
-                push("-C", c.to_string());
-            }
+        let features: Vec<&str> = [
+            opts.big_alloc.then_some("bigalloc"),
+            opts.encryption.then_some("encrypt"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !features.is_empty() {
+            push("-O", features.join(","));
+        }
+        if let (true, Some(c)) = (opts.big_alloc, opts.cluster_size) {
+            push("-C", c.to_string());
         }
         let extended = if fs == FsType::Ext2 {
             "lazy_itable_init=1,nodiscard"
@@ -65,8 +74,20 @@ pub fn mkfs_args(fs: FsType, opts: &FormatOptions) -> Vec<String> {
         if let Some(b) = opts.block_size {
             args.extend(["-b".to_string(), format!("size={b}")]);
         }
-        if let Some(i) = opts.inode_size {
-            args.extend(["-i".to_string(), format!("size={i}")]);
+        let mut inode: Vec<String> = opts
+            .inode_size
+            .map(|i| format!("size={i}"))
+            .into_iter()
+            .collect();
+        if legacy_xfs {
+            args.extend([
+                "-m".to_string(),
+                "bigtime=0,inobtcount=0,reflink=0".to_string(),
+            ]);
+            inode.push("nrext64=0".to_string());
+        }
+        if !inode.is_empty() {
+            args.extend(["-i".to_string(), inode.join(",")]);
         }
     }
     args
@@ -100,9 +121,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            mkfs_args(FsType::Ext4, &opts).join(" "),
+            mkfs_args(FsType::Ext4, &opts, false).join(" "),
             "-F -m0 -b 4096 -I 512 -i 16384 -N 1000 -O bigalloc -C 65536 \
              -E lazy_itable_init=1,lazy_journal_init=1,nodiscard"
+        );
+        // The reference's lowercase context keys, and encryption support.
+        let opts = FormatOptions::from_context(
+            &ctx(&[
+                ("blocksize", "1024"),
+                ("ext4encryptionsupport", "true"),
+                ("ext4bigalloc", "true"),
+            ]),
+            FsType::Ext4,
+        )
+        .unwrap();
+        assert_eq!(
+            mkfs_args(FsType::Ext4, &opts, false).join(" "),
+            "-F -m0 -b 1024 -O bigalloc,encrypt -E lazy_itable_init=1,lazy_journal_init=1,nodiscard"
         );
     }
 
@@ -114,12 +149,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            mkfs_args(FsType::Xfs, &opts),
+            mkfs_args(FsType::Xfs, &opts, false),
             ["-K", "-b", "size=2048", "-i", "size=1024"]
         );
-        assert_eq!(mkfs_args(FsType::Xfs, &FormatOptions::default()), ["-K"]);
         assert_eq!(
-            mkfs_args(FsType::Ext2, &FormatOptions::default()).join(" "),
+            mkfs_args(FsType::Xfs, &FormatOptions::default(), false),
+            ["-K"]
+        );
+        assert_eq!(
+            mkfs_args(FsType::Xfs, &opts, true).join(" "),
+            "-K -b size=2048 -m bigtime=0,inobtcount=0,reflink=0 -i size=1024,nrext64=0",
+            "--legacy-xfs, as the reference driver formats"
+        );
+        assert_eq!(
+            mkfs_args(FsType::Ext2, &FormatOptions::default(), false).join(" "),
             "-F -m0 -E lazy_itable_init=1,nodiscard"
         );
     }

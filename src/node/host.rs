@@ -35,6 +35,26 @@ impl HostMounter {
     pub fn new() -> Self {
         HostMounter
     }
+
+    /// The device holds no signature blkid knows: Empty only when its
+    /// first and last MiBs are all zeros, else UnknownData at the first
+    /// non-zero byte.
+    fn zero_probe(&self, device: &Path) -> Result<Probe, MountError> {
+        let mut file = File::open(device).map_err(|e| MountError::io("open", device, e))?;
+        let size = self.device_size(device)?;
+        let head = ZERO_CHECK_HEAD.min(size);
+        let tail_start = size.saturating_sub(ZERO_CHECK_TAIL).max(head);
+        let found = first_nonzero(&mut file, 0, head)
+            .and_then(|f| match f {
+                Some(at) => Ok(Some(at)),
+                None => first_nonzero(&mut file, tail_start, size - tail_start),
+            })
+            .map_err(|e| MountError::io("read", device, e))?;
+        Ok(match found {
+            Some(offset) => Probe::UnknownData { offset },
+            None => Probe::Empty,
+        })
+    }
 }
 
 /// Runs a command to completion and returns its stdout; a non-zero exit is
@@ -185,27 +205,22 @@ impl Mounter for HostMounter {
                 if let Some(table) = export_value(&text, "PTTYPE") {
                     return Ok(Probe::PartitionTable(table.to_string()));
                 }
+                // A partition describes itself by its entry in the table
+                // (PART_ENTRY_*): that is no signature of its contents.
+                let signatures = text
+                    .lines()
+                    .filter(|l| !l.starts_with("PART_ENTRY_") && !l.starts_with("DEVNAME="))
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+                if signatures == 0 {
+                    return self.zero_probe(device);
+                }
                 Ok(Probe::Other {
                     kind: text.trim().replace('\n', " "),
                     usage: "unknown".into(),
                 })
             }
-            Some(2) => {
-                let mut file = File::open(device).map_err(|e| MountError::io("open", device, e))?;
-                let size = self.device_size(device)?;
-                let head = ZERO_CHECK_HEAD.min(size);
-                let tail_start = size.saturating_sub(ZERO_CHECK_TAIL).max(head);
-                let found = first_nonzero(&mut file, 0, head)
-                    .and_then(|f| match f {
-                        Some(at) => Ok(Some(at)),
-                        None => first_nonzero(&mut file, tail_start, size - tail_start),
-                    })
-                    .map_err(|e| MountError::io("read", device, e))?;
-                Ok(match found {
-                    Some(offset) => Probe::UnknownData { offset },
-                    None => Probe::Empty,
-                })
-            }
+            Some(2) => self.zero_probe(device),
             Some(8) => Ok(Probe::Ambiguous(
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
             )),

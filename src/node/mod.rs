@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub volume_attach_limit: Option<u32>,
     /// `--reserved-volume-attachments`.
     pub reserved_volume_attachments: Option<u32>,
+    /// `--legacy-xfs`.
+    pub legacy_xfs: bool,
 }
 
 struct Inner {
@@ -125,6 +127,7 @@ impl NodeService {
             mount.fs_type = format::fs_type(fs)?;
         }
         let format = FormatOptions::from_context(&req.volume_context, mount.fs_type)?;
+        let partition = request::partition(&req.volume_context)?;
         let dev_path = device_path(&req.publish_context);
         let guard = self
             .inner
@@ -133,13 +136,18 @@ impl NodeService {
         let inner = self.inner.clone();
         blocking(move || {
             let _guard = guard;
-            let device = inner.config.devices.find(&volume_id, dev_path.as_deref())?;
+            let devices = &inner.config.devices;
+            let mut device = devices.find(&volume_id, dev_path.as_deref())?;
+            if let Some(n) = partition {
+                device = devices.partition(&device, n)?;
+            }
             let spec = stage::StageSpec {
                 volume_id: &volume_id,
                 device: &device,
                 staging: &staging,
                 mount: &mount,
                 format: &format,
+                legacy_xfs: inner.config.legacy_xfs,
             };
             stage::stage(&*inner.config.mounter, &spec)
         })
@@ -181,6 +189,7 @@ impl NodeService {
         let readonly = req.readonly;
         let exclusive = request::is_single_writer(req.volume_capability.as_ref());
         let dev_path = device_path(&req.publish_context);
+        let partition = request::partition(&req.volume_context)?;
         let key = format!("{volume_id}@{}", target.display());
         let guard = self
             .inner
@@ -195,7 +204,11 @@ impl NodeService {
                     m, &volume_id, &staging, &target, readonly, mount, exclusive,
                 ),
                 _ => {
-                    let device = inner.config.devices.find(&volume_id, dev_path.as_deref())?;
+                    let devices = &inner.config.devices;
+                    let mut device = devices.find(&volume_id, dev_path.as_deref())?;
+                    if let Some(n) = partition {
+                        device = devices.partition(&device, n)?;
+                    }
                     publish::publish_block(m, &volume_id, &device, &target, readonly, exclusive)
                 }
             }

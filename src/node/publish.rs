@@ -206,6 +206,7 @@ mod tests {
             staging: Path::new(staging),
             mount: &access(None),
             format: &FormatOptions::default(),
+            legacy_xfs: false,
         };
         stage(m, &spec).unwrap();
     }

@@ -98,6 +98,22 @@ pub fn access(cap: Option<&VolumeCapability>) -> Result<Access> {
     Ok(access)
 }
 
+/// Volume-context key of a static PV's partition (the reference's).
+pub const PARTITION_KEY: &str = "partition";
+
+/// The partition a static PV names in its volume attributes, if any (`0`
+/// or empty: the whole device).
+pub fn partition(context: &std::collections::HashMap<String, String>) -> Result<Option<u32>> {
+    match context.get(PARTITION_KEY).map(|v| v.trim()) {
+        None | Some("") | Some("0") => Ok(None),
+        Some(v) => v.parse::<u32>().map(Some).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "volume context {PARTITION_KEY}={v:?} must be a whole number: the partition of the device to use"
+            ))
+        }),
+    }
+}
+
 /// Whether the capability is a mount without a filesystem type.
 pub fn names_no_fs_type(cap: Option<&VolumeCapability>) -> bool {
     matches!(

@@ -31,6 +31,8 @@ pub struct StageSpec<'a> {
     pub mount: &'a MountAccess,
     /// mkfs options for a fresh device.
     pub format: &'a FormatOptions,
+    /// `--legacy-xfs`.
+    pub legacy_xfs: bool,
 }
 
 /// What staging did.
@@ -121,7 +123,7 @@ fn prepare(m: &dyn Mounter, spec: &StageSpec<'_>) -> Result<(String, Staged)> {
     let requested = spec.mount.fs_type.as_str();
     match m.probe(device)? {
         Probe::Empty => {
-            let args = format::mkfs_args(spec.mount.fs_type, spec.format);
+            let args = format::mkfs_args(spec.mount.fs_type, spec.format, spec.legacy_xfs);
             tracing::info!(volume_id, device = %device.display(), fs_type = requested, ?args, "formatting empty device");
             m.format(device, requested, &args)?;
             Ok((requested.to_string(), Staged::Formatted))
@@ -233,6 +235,7 @@ mod tests {
                 staging: Path::new(staging),
                 mount: &mount(fs),
                 format: fmt,
+                legacy_xfs: false,
             },
         )
     }

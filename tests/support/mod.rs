@@ -132,6 +132,28 @@ impl Driver {
         NodeClient::new(self.channel().await)
     }
 
+    /// Waits (bounded) until Probe reports ready.
+    pub async fn wait_ready(&self) {
+        let mut identity = self.identity().await;
+        let start = Instant::now();
+        loop {
+            let reply = identity
+                .probe(ebs_csi_driver::csi::ProbeRequest {})
+                .await
+                .expect("probe")
+                .into_inner();
+            if reply.ready == Some(true) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "driver not ready after 30s; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(&self.child, nix::sys::signal::Signal::SIGTERM);
@@ -239,24 +261,7 @@ impl Harness {
 
     /// Waits (bounded) until the driver's Probe reports ready.
     pub async fn wait_ready(&self) {
-        let mut identity = self.driver.identity().await;
-        let start = Instant::now();
-        loop {
-            let reply = identity
-                .probe(ebs_csi_driver::csi::ProbeRequest {})
-                .await
-                .expect("probe")
-                .into_inner();
-            if reply.ready == Some(true) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "driver not ready after 30s; log:\n{}",
-                self.driver.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.driver.wait_ready().await
     }
 }
 

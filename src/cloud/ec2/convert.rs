@@ -62,6 +62,11 @@ macro_rules! volume_fields {
                 .snapshot_id()
                 .filter(|s| !s.is_empty())
                 .map(SnapshotId::from_ec2),
+            source_volume_id: $v
+                .source_volume_id()
+                .filter(|s| !s.is_empty())
+                .map(VolumeId::from_ec2),
+            initialization_rate: $v.volume_initialization_rate().map(i64::from),
             multi_attach: $v.multi_attach_enabled().unwrap_or(false),
             state: VolumeState::parse($v.state().map(|s| s.as_str()).unwrap_or("")),
             attachments: $attachments,

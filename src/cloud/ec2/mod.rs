@@ -52,6 +52,9 @@ pub struct Ec2Options {
     pub user_agent_extra: String,
     /// Told of every request attempt (the metrics).
     pub observer: Option<&'static dyn Ec2Observer>,
+    /// An EC2 endpoint set the legacy way (`AWS_EC2_ENDPOINT`), used when
+    /// the SDK's own `AWS_ENDPOINT_URL_EC2` is not set.
+    pub endpoint: Option<String>,
 }
 
 /// EC2 through aws-sdk-ec2.
@@ -100,7 +103,12 @@ impl Ec2Cloud {
                     .into(),
             ));
         }
-        let client = aws_sdk_ec2::Client::new(&config);
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(&config);
+        if let Some(endpoint) = &opts.endpoint {
+            tracing::info!(endpoint, "EC2 endpoint from AWS_EC2_ENDPOINT");
+            ec2 = ec2.endpoint_url(endpoint);
+        }
+        let client = aws_sdk_ec2::Client::from_conf(ec2.build());
         Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Ec2Cloud>| {
             let volumes = volumes::by_id(weak.clone());
             let volumes_by_name = volumes::by_name(weak.clone());
@@ -227,6 +235,9 @@ fn backoff(attempt: u32) -> Duration {
 impl Cloud for Ec2Cloud {
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
         self.create_volume_impl(spec).await
+    }
+    async fn copy_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
+        self.copy_volume_impl(spec).await
     }
     async fn delete_volume(&self, id: &VolumeId) -> CloudResult<()> {
         self.delete_volume_impl(id).await

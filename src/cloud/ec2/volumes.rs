@@ -204,6 +204,7 @@ impl Ec2Cloud {
                     .set_snapshot_id(spec.snapshot_id.as_ref().map(ToString::to_string))
                     .set_iops(spec.iops.map(|i| i as i32))
                     .set_throughput(spec.throughput.map(|t| t as i32))
+                    .set_volume_initialization_rate(spec.initialization_rate.map(|r| r as i32))
                     .tag_specifications(convert::tag_spec(ResourceType::Volume, &spec.tags))
                     .client_token(&spec.client_token);
                 if spec.multi_attach {
@@ -213,6 +214,40 @@ impl Ec2Cloud {
             })
             .await?;
         Ok(convert::created_volume(&out))
+    }
+
+    pub(super) async fn copy_volume_impl(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
+        let source = spec.source_volume_id.as_ref().ok_or_else(|| {
+            CloudError::InvalidParameter("internal: CopyVolumes without a source volume".into())
+        })?;
+        let out = self
+            .call("CopyVolumes", || {
+                let mut req = self
+                    .client()
+                    .copy_volumes()
+                    .source_volume_id(source.as_str())
+                    .size(spec.size_gib as i32)
+                    .volume_type(SdkVolumeType::from(spec.volume_type.as_str()))
+                    .set_iops(spec.iops.map(|i| i as i32))
+                    .set_throughput(spec.throughput.map(|t| t as i32))
+                    .tag_specifications(convert::tag_spec(ResourceType::Volume, &spec.tags))
+                    .client_token(&spec.client_token);
+                if spec.encrypted {
+                    req = req.encrypted(true).set_kms_key_id(spec.kms_key_id.clone());
+                }
+                if spec.multi_attach {
+                    req = req.multi_attach_enabled(true);
+                }
+                req.send()
+            })
+            .await?;
+        match out.volumes() {
+            [one] => Ok(convert::volume(one)),
+            other => Err(CloudError::Other(format!(
+                "EC2 CopyVolumes of {source} answered {} volumes, expected one",
+                other.len()
+            ))),
+        }
     }
 
     pub(super) async fn delete_volume_impl(&self, volume_id: &VolumeId) -> CloudResult<()> {
