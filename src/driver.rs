@@ -18,7 +18,9 @@ use crate::csi::group_controller_server::GroupControllerServer;
 use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::identity::IdentityService;
-use crate::metadata::{InstanceState, MetadataConfig};
+use crate::k8s::taint::{self, TaintOptions, TaintOutcome};
+use crate::k8s::{self, ApiConfig, prestop};
+use crate::metadata::{InstanceState, MetadataConfig, Source};
 use crate::metrics;
 use crate::node::device::DeviceFinder;
 use crate::node::host::HostMounter;
@@ -57,6 +59,7 @@ where
         let instance = InstanceState::default();
         readiness.require(instance.slot());
         instance.spawn_loader(metadata_config(&opts));
+        spawn_taint_removal(&opts, instance.clone());
         instance
     });
     let controller = if opts.mode.runs_controller() {
@@ -108,13 +111,9 @@ fn check_flags(opts: &Options) -> Result<(), ServerError> {
                     .into(),
             ));
         }
-        Mode::PreStopHook => {
-            return Err(ServerError::Config(
-                "mode pre-stop-hook is not implemented yet".into(),
-            ));
-        }
-        Mode::Controller | Mode::Node | Mode::All => {}
+        Mode::PreStopHook | Mode::Controller | Mode::Node | Mode::All => {}
     }
+    Source::parse_list(&opts.metadata_sources).map_err(ServerError::Config)?;
     if opts.legacy_xfs {
         tracing::warn!(
             "--legacy-xfs is deprecated (as in the reference driver): xfs volumes are formatted \
@@ -131,7 +130,7 @@ fn check_flags(opts: &Options) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// The metadata settings of the flags.
+/// The metadata settings of the flags (checked by [`run`]).
 pub fn metadata_config(opts: &Options) -> MetadataConfig {
     MetadataConfig {
         instance_id: opts.instance_id.clone(),
@@ -139,7 +138,72 @@ pub fn metadata_config(opts: &Options) -> MetadataConfig {
         instance_type: opts.instance_type.clone(),
         region: opts.region.clone(),
         timeout: opts.metadata_timeout,
+        sources: Source::parse_list(&opts.metadata_sources).unwrap_or(vec![Source::Imds]),
+        api: api_config(opts),
     }
+}
+
+/// How the node reaches the Kubernetes API.
+pub fn api_config(opts: &Options) -> ApiConfig {
+    ApiConfig {
+        kubeconfig: opts.kubeconfig.clone(),
+        timeout: opts.metadata_timeout,
+    }
+}
+
+/// Removes the startup taint in the background once the node can serve
+/// (the reference driver does so on every node), unless
+/// `DISABLE_TAINT_WATCHER` is set or the node's name or the API is unknown.
+fn spawn_taint_removal(opts: &Options, instance: InstanceState) {
+    if std::env::var_os(taint::DISABLE_ENV).is_some() {
+        tracing::info!(
+            "{} is set: the startup taint is left alone",
+            taint::DISABLE_ENV
+        );
+        return;
+    }
+    let Ok(node) = k8s::node_name() else {
+        tracing::debug!("no {}: startup taint removal skipped", k8s::NODE_NAME_ENV);
+        return;
+    };
+    let api = api_config(opts);
+    tokio::spawn(async move {
+        // The CSINode's count comes from NodeGetInfo, which needs the
+        // identity: wait for it first.
+        while instance.get().is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let client = match k8s::client(&api).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(error = %e, "no Kubernetes API: startup taint removal skipped");
+                return;
+            }
+        };
+        match taint::remove_not_ready_taint(client, &node, &TaintOptions::default()).await {
+            TaintOutcome::Removed | TaintOutcome::NotTainted => {}
+            TaintOutcome::Forbidden(why) => {
+                tracing::info!(%why, "no permission to remove the startup taint; left alone")
+            }
+            TaintOutcome::GaveUp(why) => {
+                tracing::warn!(%why, "gave up removing the startup taint")
+            }
+        }
+    });
+}
+
+/// `pre-stop-hook` mode: waits, on a draining node, until its volumes are
+/// detached (see [`crate::k8s::prestop`]).
+pub async fn pre_stop(opts: &Options) -> Result<(), String> {
+    let node = k8s::node_name().map_err(|e| e.to_string())?;
+    let client = k8s::client(&api_config(opts))
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = prestop::run(client, &node, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(?outcome, "pre-stop hook done");
+    Ok(())
 }
 
 /// The controller's shared state from the flags; bad flags fail start-up.

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod inflight;
+pub mod k8s;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;

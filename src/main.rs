@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ebs_csi_driver::{driver, logging, options::Options};
+use ebs_csi_driver::options::{Mode, Options};
+use ebs_csi_driver::{driver, logging};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Installs the SIGTERM (what kubelet sends) and SIGINT handlers at once and
@@ -32,6 +33,15 @@ async fn main() -> ExitCode {
     ) {
         eprintln!("ebs-csi-driver: {e}");
         return ExitCode::from(2);
+    }
+    if opts.mode == Mode::PreStopHook {
+        return match driver::pre_stop(&opts).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "pre-stop hook failed");
+                ExitCode::FAILURE
+            }
+        };
     }
     let shutdown = match terminated() {
         Ok(s) => s,

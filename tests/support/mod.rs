@@ -10,6 +10,7 @@
 mod aws;
 pub mod csi;
 mod ec2sim;
+pub mod k8sapi;
 pub mod life;
 pub use ec2sim::{Ec2Sim, SimOptions};
 // Node-test additions: volumes through the emulator, the node test bed.

@@ -1,21 +1,25 @@
 //! Who am I: this instance's id, zone, region and type, from the flags and,
-//! for whatever they leave open, from the instance metadata service (IMDSv2).
+//! for whatever they leave open, from the sources `--metadata-sources`
+//! names, tried in order (default `imds,kubernetes`, as the reference):
+//! the instance metadata service ([`imds`], IMDSv2) and this node's Node
+//! object ([`crate::k8s::identity`]).
 //!
-//! The `Metadata` trait is the seam (one production implementation, [`Imds`],
-//! on aws-config's IMDS client, which honours
+//! The `Metadata` trait is the IMDS seam (one production implementation,
+//! [`Imds`], on aws-config's IMDS client, which honours
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT`); [`load`] is the entry point for the
 //! node and, in `all` mode, for the controller learning its own zone.
 //!
 //! The reference driver's most common start-up failure is IMDS being
 //! unreachable from a container because of the IMDSv2 hop limit, so every
 //! failure names the endpoint and that cause, and every request is bounded
-//! by `--metadata-timeout`.
+//! by `--metadata-timeout`; then the Node object is asked.
 
-use std::error::Error as StdError;
+pub mod imds;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_config::imds::client::error::ImdsError;
+pub use imds::{Imds, Metadata, load_from};
 
 use crate::error::Error;
 use crate::readiness::Slot;
@@ -70,6 +74,12 @@ pub enum MetadataError {
         /// The metadata path.
         path: String,
     },
+    /// The Node object could not be read or does not say enough.
+    #[error("the Kubernetes Node: {0}")]
+    Kubernetes(String),
+    /// Every source failed (each one's error, in the order tried).
+    #[error("no metadata source worked: {}", .0.join("; "))]
+    AllSources(Vec<String>),
     /// The configured endpoint is not a URL.
     #[error("instance metadata endpoint {endpoint:?} is invalid: {reason}")]
     BadEndpoint {
@@ -78,103 +88,6 @@ pub enum MetadataError {
         /// Why it was refused.
         reason: String,
     },
-}
-
-/// A source of instance metadata: the seam between this module's rules and IMDS.
-#[tonic::async_trait]
-pub trait Metadata: Send + Sync {
-    /// The value at `path` under `/latest/meta-data/`, or None when it does not exist.
-    async fn get(&self, path: &str) -> Result<Option<String>, MetadataError>;
-    /// Where the values come from, for messages.
-    fn endpoint(&self) -> &str;
-}
-
-/// IMDSv2 through aws-config's client (session tokens, retries).
-#[derive(Debug, Clone)]
-pub struct Imds {
-    client: aws_config::imds::Client,
-    endpoint: String,
-    timeout: Duration,
-}
-
-impl Imds {
-    /// The endpoint the environment selects: `AWS_EC2_METADATA_SERVICE_ENDPOINT`,
-    /// else the IPv6 address when `AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6`,
-    /// else the usual link-local address.
-    pub fn endpoint_from_env() -> String {
-        match std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
-            Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
-            _ => match std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE") {
-                Ok(m) if m.eq_ignore_ascii_case("ipv6") => IPV6_ENDPOINT.to_string(),
-                _ => DEFAULT_ENDPOINT.to_string(),
-            },
-        }
-    }
-
-    /// A client of the endpoint the environment selects.
-    pub fn from_env(timeout: Duration) -> Result<Self, MetadataError> {
-        Imds::with_endpoint(&Imds::endpoint_from_env(), timeout)
-    }
-
-    /// A client of `endpoint`, each request bounded by `timeout`.
-    pub fn with_endpoint(endpoint: &str, timeout: Duration) -> Result<Self, MetadataError> {
-        let builder = aws_config::imds::Client::builder()
-            .endpoint(endpoint)
-            .map_err(|e| MetadataError::BadEndpoint {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
-            .operation_attempt_timeout(timeout)
-            .operation_timeout(timeout)
-            .max_attempts(2);
-        Ok(Imds {
-            client: builder.build(),
-            endpoint: endpoint.to_string(),
-            timeout,
-        })
-    }
-}
-
-/// The error and its causes on one line.
-fn chain(err: &dyn StdError) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
-#[tonic::async_trait]
-impl Metadata for Imds {
-    async fn get(&self, path: &str) -> Result<Option<String>, MetadataError> {
-        let full = format!("/latest/meta-data/{path}");
-        let unreachable = |reason: String| MetadataError::Unreachable {
-            endpoint: self.endpoint.clone(),
-            path: full.clone(),
-            reason,
-        };
-        // The client's own timeouts bound each attempt; this bounds the
-        // whole call, retries included, so start-up never hangs on IMDS.
-        let answer = tokio::time::timeout(self.timeout, self.client.get(full.clone()))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?;
-        match answer {
-            Ok(value) => Ok(Some(String::from(value).trim().to_string())),
-            Err(ImdsError::ErrorResponse(r)) if r.response().status().as_u16() == 404 => Ok(None),
-            Err(e) => Err(unreachable(chain(&e))),
-        }
-    }
-
-    fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
 }
 
 /// What the command line says about this instance (each value overrides
@@ -191,18 +104,126 @@ pub struct MetadataConfig {
     pub region: Option<String>,
     /// `--metadata-timeout`.
     pub timeout: Duration,
+    /// `--metadata-sources`, in order.
+    pub sources: Vec<Source>,
+    /// How to reach the Kubernetes API (the `kubernetes` source).
+    pub api: crate::k8s::ApiConfig,
 }
 
-/// Learns who we are: flags first; IMDS (as the environment configures it)
-/// only for what they leave open. With `--instance-id`, `--availability-zone`,
-/// `--instance-type` and `--region` all given, IMDS is not called at all.
+/// A source of the instance identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// IMDSv2.
+    Imds,
+    /// The node's Node object (`CSI_NODE_NAME`).
+    Kubernetes,
+}
+
+impl Source {
+    /// Parses `--metadata-sources`; the reference's alpha
+    /// `metadata-labeler` source is refused clearly.
+    pub fn parse_list(names: &[String]) -> Result<Vec<Source>, String> {
+        let mut out = Vec::new();
+        for name in names.iter().map(|n| n.trim().to_ascii_lowercase()) {
+            let source = match name.as_str() {
+                "imds" => Source::Imds,
+                "kubernetes" => Source::Kubernetes,
+                "metadata-labeler" => {
+                    return Err(
+                        "--metadata-sources: the metadata-labeler source (alpha in the \
+                                reference driver) is not supported; use imds and/or kubernetes"
+                            .into(),
+                    );
+                }
+                other => {
+                    return Err(format!(
+                        "--metadata-sources: {other:?} is not a source (imds, kubernetes)"
+                    ));
+                }
+            };
+            if !out.contains(&source) {
+                out.push(source);
+            }
+        }
+        if out.is_empty() {
+            return Err("--metadata-sources names no source (imds, kubernetes)".into());
+        }
+        Ok(out)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Source::Imds => "imds",
+            Source::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A flag's value, when given and not empty.
+pub(crate) fn pick(flag: &Option<String>) -> Option<String> {
+    flag.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Learns who we are: flags first; the sources, in order, only for what the
+/// flags leave open. With `--instance-id`, `--availability-zone`,
+/// `--instance-type` and `--region` all given, no source is asked.
 pub async fn load(opts: &MetadataConfig) -> Result<InstanceInfo, MetadataError> {
     if let Some(info) = from_flags(opts) {
         tracing::info!("instance identity from flags; instance metadata not used");
         return Ok(info);
     }
-    let imds = Imds::from_env(opts.timeout)?;
-    load_from(opts, &imds).await
+    let mut failures: Vec<(Source, MetadataError)> = Vec::new();
+    for source in &opts.sources {
+        let result = match source {
+            Source::Imds => match Imds::from_env(opts.timeout) {
+                Ok(imds) => load_from(opts, &imds).await,
+                Err(e) => Err(e),
+            },
+            Source::Kubernetes => from_kubernetes(opts).await,
+        };
+        match result {
+            Ok(info) => return Ok(info),
+            Err(e) => {
+                tracing::warn!(source = source.name(), error = %e, "metadata source failed");
+                failures.push((*source, e));
+            }
+        }
+    }
+    // One source: its own error; several: each one's, in order.
+    if failures.len() == 1 {
+        return Err(failures.remove(0).1);
+    }
+    Err(MetadataError::AllSources(
+        failures
+            .into_iter()
+            .map(|(s, e)| format!("{}: {e}", s.name()))
+            .collect(),
+    ))
+}
+
+/// The identity from this node's Node object, the flags still winning.
+async fn from_kubernetes(opts: &MetadataConfig) -> Result<InstanceInfo, MetadataError> {
+    let failed = |e: crate::k8s::K8sError| MetadataError::Kubernetes(e.to_string());
+    let name = crate::k8s::node_name().map_err(failed)?;
+    let client = crate::k8s::client(&opts.api).await.map_err(failed)?;
+    let mut info = crate::k8s::identity::load(client, &name, opts.timeout)
+        .await
+        .map_err(failed)?;
+    for (flag, field) in [
+        (&opts.instance_id, &mut info.instance_id),
+        (&opts.availability_zone, &mut info.availability_zone),
+        (&opts.instance_type, &mut info.instance_type),
+        (&opts.region, &mut info.region),
+    ] {
+        if let Some(v) = pick(flag) {
+            *field = v;
+        }
+    }
+    tracing::info!(node = %name, ?info, "instance identity loaded from the Kubernetes Node");
+    Ok(info)
 }
 
 /// Everything from the flags, when they give everything.
@@ -223,74 +244,6 @@ fn from_flags(opts: &MetadataConfig) -> Option<InstanceInfo> {
         enis: 1,
         extra_mappings: 0,
     })
-}
-
-/// [`load`] with an explicit metadata source.
-pub async fn load_from(
-    opts: &MetadataConfig,
-    source: &dyn Metadata,
-) -> Result<InstanceInfo, MetadataError> {
-    let required = |path: &'static str| async move {
-        source
-            .get(path)
-            .await?
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| MetadataError::Missing {
-                endpoint: source.endpoint().to_string(),
-                path: format!("/latest/meta-data/{path}"),
-            })
-    };
-    let pick = |flag: &Option<String>| {
-        flag.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-
-    let instance_id = match pick(&opts.instance_id) {
-        Some(v) => v,
-        None => required("instance-id").await?,
-    };
-    let availability_zone = match pick(&opts.availability_zone) {
-        Some(v) => v,
-        None => required("placement/availability-zone").await?,
-    };
-    let instance_type = match pick(&opts.instance_type) {
-        Some(v) => v,
-        None => required("instance-type").await?,
-    };
-    let region = match pick(&opts.region) {
-        Some(v) => v,
-        None => match source.get("placement/region").await? {
-            Some(r) if !r.is_empty() => r,
-            // Older IMDS versions lack placement/region: the zone minus its letter.
-            _ => availability_zone
-                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-                .to_string(),
-        },
-    };
-    let enis = match source.get("network/interfaces/macs/").await? {
-        Some(list) => list.lines().filter(|l| !l.trim().is_empty()).count().max(1) as u32,
-        None => 1,
-    };
-    let extra_mappings = match source.get("block-device-mapping/").await? {
-        Some(list) => list.lines().filter(|l| l.trim().starts_with("ebs")).count() as u32,
-        None => 0,
-    };
-    let info = InstanceInfo {
-        instance_id,
-        availability_zone,
-        region,
-        instance_type,
-        enis,
-        extra_mappings,
-    };
-    tracing::info!(
-        endpoint = source.endpoint(),
-        ?info,
-        "instance identity loaded"
-    );
-    Ok(info)
 }
 
 /// The instance identity for services, filled in the background: until it
