@@ -248,6 +248,7 @@ fn spawn_cloud_init(opts: &Options, slot: Slot<Arc<dyn Cloud>>) {
         endpoint: std::env::var("AWS_EC2_ENDPOINT")
             .ok()
             .filter(|e| !e.is_empty() && std::env::var_os("AWS_ENDPOINT_URL_EC2").is_none()),
+        limits: opts.limiter(),
     };
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(500);

@@ -157,6 +157,26 @@ pub struct Options {
     #[arg(long, value_parser = parse_seconds, default_value = "5")]
     pub metadata_timeout: Duration,
 
+    /// Starting rate (calls per second) of the client-side limiter for
+    /// EC2's non-mutating actions (Describe*). EC2's default account limit;
+    /// raise it for an account with raised limits. The limiter slows below
+    /// it when EC2 throttles and climbs back to it.
+    #[arg(long, value_parser = parse_rate, default_value = "20")]
+    pub ec2_describe_rate: f64,
+
+    /// Burst (bucket size) of the client-side limiter for non-mutating actions.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "100")]
+    pub ec2_describe_burst: u32,
+
+    /// Starting rate (calls per second) of the client-side limiter for
+    /// EC2's mutating actions (CreateVolume, AttachVolume, …).
+    #[arg(long, value_parser = parse_rate, default_value = "5")]
+    pub ec2_mutating_rate: f64,
+
+    /// Burst (bucket size) of the client-side limiter for mutating actions.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "200")]
+    pub ec2_mutating_burst: u32,
+
     /// Bound on a new volume reaching `available`.
     #[arg(long, value_parser = parse_seconds, default_value = "300", hide = true)]
     pub create_timeout: Duration,
@@ -173,6 +193,33 @@ pub struct Options {
     /// Bound on a modification becoming effective or a snapshot completing.
     #[arg(long, value_parser = parse_seconds, default_value = "300", hide = true)]
     pub modify_timeout: Duration,
+}
+
+/// Parses a positive rate in calls per second.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{value:?} is not a positive number of calls per second"
+        )),
+    }
+}
+
+impl Options {
+    /// Where the EC2 rate limiter starts, from the `--ec2-*` flags.
+    pub fn limiter(&self) -> crate::cloud::limiter::LimiterConfig {
+        use crate::cloud::limiter::{BucketConfig, LimiterConfig};
+        LimiterConfig {
+            describe: BucketConfig {
+                rate: self.ec2_describe_rate,
+                burst: self.ec2_describe_burst,
+            },
+            mutating: BucketConfig {
+                rate: self.ec2_mutating_rate,
+                burst: self.ec2_mutating_burst,
+            },
+        }
+    }
 }
 
 /// Parses a Go-style duration (`2s`, `500ms`, `1m30s`) or a plain number
@@ -251,6 +298,31 @@ mod tests {
         assert_eq!(opts.log_level.as_deref(), Some("2"));
         assert_eq!(opts.volume_attach_limit, Some(25));
         assert!(opts.mode.runs_node() && !opts.mode.runs_controller());
+    }
+
+    #[test]
+    fn limiter_flags_start_at_ec2_defaults_and_name_bad_values() {
+        let opts = Options::try_parse_from(["ebs-csi-driver"]).unwrap();
+        assert_eq!(
+            opts.limiter(),
+            crate::cloud::limiter::LimiterConfig::default()
+        );
+        let raised = Options::try_parse_from([
+            "ebs-csi-driver",
+            "--ec2-mutating-rate=10",
+            "--ec2-mutating-burst=400",
+            "--ec2-describe-rate=40.5",
+            "--ec2-describe-burst=200",
+        ])
+        .unwrap()
+        .limiter();
+        assert_eq!((raised.mutating.rate, raised.mutating.burst), (10.0, 400));
+        assert_eq!((raised.describe.rate, raised.describe.burst), (40.5, 200));
+        let err = Options::try_parse_from(["ebs-csi-driver", "--ec2-mutating-rate=0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"0\""), "{err}");
+        assert!(Options::try_parse_from(["ebs-csi-driver", "--ec2-describe-burst=0"]).is_err());
     }
 
     #[test]

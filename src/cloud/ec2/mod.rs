@@ -1,18 +1,20 @@
 //! The aws-sdk-ec2 implementation of [`Cloud`].
 //!
-//! Every EC2 call goes through [`Ec2Cloud::call`]: it waits for the
-//! client-side rate limiter, retries throttling and server errors with
-//! jittered exponential backoff (the SDK's own retry is off so that every
-//! attempt is visible to the limiter and to the metrics), and sorts errors
-//! into [`CloudError`].
+//! Every EC2 call goes through [`Ec2Cloud::call`] or
+//! [`Ec2Cloud::call_checked`] ([`retry`]): they wait for the adaptive
+//! client-side rate limiter, retry throttling, resend after a server error
+//! only where the action's idempotency rule allows, and sort errors into
+//! [`CloudError`]. The SDK's own retry is off so that every attempt is
+//! visible to the limiter and to the metrics.
 
 mod convert;
+mod retry;
 mod snapshots;
 mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -24,9 +26,11 @@ use tokio::sync::OnceCell;
 
 use super::coalesce::Coalescer;
 use super::error::{CloudError, CloudResult};
-use super::limiter::Limiter;
+use super::limiter::{Limiter, LimiterConfig};
 use super::types::*;
 use super::{Cloud, Ec2Observer};
+
+pub use retry::{Rule, blind_retry_safe, rule};
 
 /// EC2 accepts at most 200 values per filter.
 const MAX_FILTER_VALUES: usize = 200;
@@ -37,11 +41,6 @@ fn upgrade(weak: &std::sync::Weak<Ec2Cloud>) -> CloudResult<Arc<Ec2Cloud>> {
     weak.upgrade()
         .ok_or_else(|| CloudError::Other("internal: EC2 client is shutting down".into()))
 }
-
-/// Attempts for a throttled call before giving up.
-const THROTTLE_ATTEMPTS: u32 = 10;
-/// Attempts for a call that failed with a server or transport error.
-const SERVER_ERROR_ATTEMPTS: u32 = 4;
 
 /// How to connect to EC2.
 #[derive(Clone, Default)]
@@ -55,6 +54,8 @@ pub struct Ec2Options {
     /// An EC2 endpoint set the legacy way (`AWS_EC2_ENDPOINT`), used when
     /// the SDK's own `AWS_ENDPOINT_URL_EC2` is not set.
     pub endpoint: Option<String>,
+    /// Where the adaptive rate limiter starts (`--ec2-*-rate`/`-burst`).
+    pub limits: LimiterConfig,
 }
 
 /// EC2 through aws-sdk-ec2.
@@ -118,7 +119,7 @@ impl Ec2Cloud {
             let modifications = volumes::modifications_by_id(weak.clone());
             Ec2Cloud {
                 client,
-                limiter: Limiter::default(),
+                limiter: Limiter::new(opts.limits),
                 observer: opts.observer,
                 volumes,
                 volumes_by_name,
@@ -129,62 +130,6 @@ impl Ec2Cloud {
                 zones: OnceCell::new(),
             }
         }))
-    }
-
-    /// Runs one EC2 action: rate limit, retries, metrics, error sorting.
-    /// `send` builds and sends the request; it is called once per attempt.
-    async fn call<T, E, R, F, Fut>(&self, action: &'static str, send: F) -> CloudResult<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, SdkError<E, R>>>,
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            self.limiter.acquire(action).await;
-            let started = Instant::now();
-            let result = send().await;
-            let elapsed = started.elapsed();
-            let (err, code) = match result {
-                Ok(value) => {
-                    if let Some(o) = self.observer {
-                        o.ec2_request(action, elapsed, None, false);
-                    }
-                    tracing::debug!(action, attempt, ms = elapsed.as_millis() as u64, "ec2 call");
-                    return Ok(value);
-                }
-                Err(e) => {
-                    let code = match &e {
-                        SdkError::ServiceError(s) => {
-                            s.err().code().unwrap_or("Unknown").to_string()
-                        }
-                        SdkError::TimeoutError(_) => "Timeout".to_string(),
-                        SdkError::DispatchFailure(_) => "ConnectionFailure".to_string(),
-                        _ => "ClientError".to_string(),
-                    };
-                    (CloudError::from_sdk(action, e), code)
-                }
-            };
-            if let Some(o) = self.observer {
-                let throttled = matches!(err, CloudError::Throttled(_));
-                o.ec2_request(action, elapsed, Some(&code), throttled);
-            }
-            let limit = match err {
-                CloudError::Throttled(_) => THROTTLE_ATTEMPTS,
-                CloudError::Unavailable(_) => SERVER_ERROR_ATTEMPTS,
-                _ => 1,
-            };
-            if attempt >= limit {
-                tracing::debug!(action, attempt, error = %err, "ec2 call failed");
-                return Err(err);
-            }
-            let delay = backoff(attempt);
-            tracing::debug!(action, attempt, error = %err, delay_ms = delay.as_millis() as u64,
-                "ec2 call will be retried");
-            tokio::time::sleep(delay).await;
-        }
     }
 
     /// Runs a paginated Describe action through [`call`](Self::call) until
@@ -217,18 +162,6 @@ impl Ec2Cloud {
     fn client(&self) -> &aws_sdk_ec2::Client {
         &self.client
     }
-}
-
-/// Jittered exponential backoff: up to 200 ms × 2^(attempt-1), capped at 10 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (200u64 << (attempt - 1).min(6)).min(10_000);
-    // Jitter from the clock's low bits: good enough to de-synchronise
-    // retries, no randomness crate needed.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(cap_ms / 2 + nanos % (cap_ms / 2 + 1))
 }
 
 #[async_trait]

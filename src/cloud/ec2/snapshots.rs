@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ec2::types::{Filter, InstanceSpecification, LockMode as SdkLockMode, ResourceType};
 
+use super::retry::Check;
 use super::{Ec2Cloud, MAX_FILTER_VALUES, convert, upgrade};
 use crate::cloud::coalesce::{Coalescer, FetchFn};
 use crate::cloud::error::{CloudError, CloudResult};
@@ -84,17 +85,38 @@ impl Ec2Cloud {
         description: &str,
         tags: &[(String, String)],
     ) -> CloudResult<Snapshot> {
-        let out = self
-            .call("CreateSnapshot", || {
+        // Without a ClientToken, the name tag is what tells whether a lost
+        // answer made a snapshot; with no name, nothing is resent.
+        let name = tag_value(tags, tags::SNAPSHOT_NAME);
+        let check: Check<'_, Snapshot> = Box::new(move || {
+            Box::pin(async move {
+                let found = self
+                    .describe_snapshots(vec![
+                        convert::filter(
+                            &format!("tag:{}", tags::SNAPSHOT_NAME),
+                            vec![name.unwrap_or_default().to_string()],
+                        ),
+                        convert::filter("volume-id", vec![volume_id.to_string()]),
+                    ])
+                    .await?;
+                Ok(oldest(found))
+            })
+        });
+        self.call_checked(
+            "CreateSnapshot",
+            || async {
                 self.client()
                     .create_snapshot()
                     .volume_id(volume_id.as_str())
                     .description(description)
                     .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
                     .send()
-            })
-            .await?;
-        Ok(convert::created_snapshot(&out))
+                    .await
+                    .map(|out| convert::created_snapshot(&out))
+            },
+            name.map(|_| check),
+        )
+        .await
     }
 
     pub(super) async fn create_snapshots_impl(
@@ -117,26 +139,45 @@ impl Ec2Cloud {
             .filter(|v| !volume_ids.contains(&v.id))
             .map(|v| v.id.to_string())
             .collect();
-        let out = self
-            .call("CreateSnapshots", || {
-                self.client()
-                    .create_snapshots()
-                    .instance_specification(
-                        InstanceSpecification::builder()
-                            .instance_id(instance_id.as_str())
-                            .exclude_boot_volume(true)
-                            .set_exclude_data_volume_ids(Some(excluded.clone()))
-                            .build(),
-                    )
-                    .description(description)
-                    .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
-                    .send()
+        // The group id tag marks what a lost answer made.
+        let group = tag_value(tags, tags::GROUP_ID);
+        let check: Check<'_, Vec<Snapshot>> = Box::new(move || {
+            Box::pin(async move {
+                let found = self
+                    .snapshots_tagged_impl(tags::GROUP_ID, group.unwrap_or_default())
+                    .await?;
+                Ok((!found.is_empty()).then_some(found))
             })
+        });
+        let taken = self
+            .call_checked(
+                "CreateSnapshots",
+                || async {
+                    self.client()
+                        .create_snapshots()
+                        .instance_specification(
+                            InstanceSpecification::builder()
+                                .instance_id(instance_id.as_str())
+                                .exclude_boot_volume(true)
+                                .set_exclude_data_volume_ids(Some(excluded.clone()))
+                                .build(),
+                        )
+                        .description(description)
+                        .tag_specifications(convert::tag_spec(ResourceType::Snapshot, tags))
+                        .send()
+                        .await
+                        .map(|out| {
+                            out.snapshots()
+                                .iter()
+                                .map(convert::snapshot_info)
+                                .collect::<Vec<_>>()
+                        })
+                },
+                group.map(|_| check),
+            )
             .await?;
-        let (wanted, extra): (Vec<Snapshot>, Vec<Snapshot>) = out
-            .snapshots()
-            .iter()
-            .map(convert::snapshot_info)
+        let (wanted, extra): (Vec<Snapshot>, Vec<Snapshot>) = taken
+            .into_iter()
             .partition(|s| volume_ids.contains(&s.volume_id));
         // A volume we could not exclude (one attached meanwhile, or a boot
         // volume EC2 did not recognise as such) must not leave a snapshot
@@ -149,14 +190,26 @@ impl Ec2Cloud {
     }
 
     pub(super) async fn delete_snapshot_impl(&self, snapshot_id: &SnapshotId) -> CloudResult<()> {
-        self.call("DeleteSnapshot", || {
-            self.client()
-                .delete_snapshot()
-                .snapshot_id(snapshot_id.as_str())
-                .send()
-        })
+        // Done once EC2 no longer lists it.
+        let check: Check<'_, ()> = Box::new(move || {
+            Box::pin(async move {
+                let gone = self.snapshots.get(snapshot_id.as_str()).await?.is_none();
+                Ok(gone.then_some(()))
+            })
+        });
+        self.call_checked(
+            "DeleteSnapshot",
+            || async {
+                self.client()
+                    .delete_snapshot()
+                    .snapshot_id(snapshot_id.as_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            Some(check),
+        )
         .await
-        .map(|_| ())
     }
 
     pub(super) async fn snapshots_tagged_impl(
@@ -248,4 +301,17 @@ impl Ec2Cloud {
         .await
         .map(|_| ())
     }
+}
+
+/// The value of tag `key` among `tags`.
+fn tag_value<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The oldest of `found` (by start time, then id): the one a name lookup
+/// answers, consistently.
+fn oldest(found: Vec<Snapshot>) -> Option<Snapshot> {
+    found
+        .into_iter()
+        .min_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)))
 }

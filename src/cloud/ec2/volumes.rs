@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, VolumeType as SdkVolumeType};
 
+use super::retry::Check;
 use super::{Ec2Cloud, MAX_FILTER_VALUES, convert, upgrade};
 use crate::cloud::coalesce::{Coalescer, FetchFn};
 use crate::cloud::error::{CloudError, CloudResult};
@@ -251,14 +252,26 @@ impl Ec2Cloud {
     }
 
     pub(super) async fn delete_volume_impl(&self, volume_id: &VolumeId) -> CloudResult<()> {
-        self.call("DeleteVolume", || {
-            self.client()
-                .delete_volume()
-                .volume_id(volume_id.as_str())
-                .send()
-        })
+        // Done once EC2 lists the volume as deleting or not at all.
+        let check: Check<'_, ()> = Box::new(move || {
+            Box::pin(async move {
+                let gone = self.volumes.get(volume_id.as_str()).await?.is_none();
+                Ok(gone.then_some(()))
+            })
+        });
+        self.call_checked(
+            "DeleteVolume",
+            || async {
+                self.client()
+                    .delete_volume()
+                    .volume_id(volume_id.as_str())
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            Some(check),
+        )
         .await
-        .map(|_| ())
     }
 
     pub(super) async fn list_volumes_impl(&self) -> CloudResult<Vec<Volume>> {
@@ -279,17 +292,37 @@ impl Ec2Cloud {
         device: &str,
         card: Option<u32>,
     ) -> CloudResult<()> {
-        self.call("AttachVolume", || {
-            self.client()
-                .attach_volume()
-                .volume_id(volume_id.as_str())
-                .instance_id(instance_id.as_str())
-                .device(device)
-                .set_ebs_card_index(card.map(|c| c as i32))
-                .send()
-        })
+        // Done when the volume is attaching or attached to that instance
+        // with that device.
+        let check: Check<'_, ()> = Box::new(move || {
+            Box::pin(async move {
+                let Some(v) = self.volumes.get(volume_id.as_str()).await? else {
+                    return Ok(None);
+                };
+                let done = v.attachments.iter().any(|a| {
+                    a.instance_id == *instance_id
+                        && a.device == device
+                        && matches!(a.state, AttachState::Attaching | AttachState::Attached)
+                });
+                Ok(done.then_some(()))
+            })
+        });
+        self.call_checked(
+            "AttachVolume",
+            || async {
+                self.client()
+                    .attach_volume()
+                    .volume_id(volume_id.as_str())
+                    .instance_id(instance_id.as_str())
+                    .device(device)
+                    .set_ebs_card_index(card.map(|c| c as i32))
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            Some(check),
+        )
         .await
-        .map(|_| ())
     }
 
     pub(super) async fn detach_volume_impl(
@@ -298,16 +331,40 @@ impl Ec2Cloud {
         instance_id: &InstanceId,
         force: bool,
     ) -> CloudResult<()> {
-        self.call("DetachVolume", || {
-            self.client()
-                .detach_volume()
-                .volume_id(volume_id.as_str())
-                .instance_id(instance_id.as_str())
-                .force(force)
-                .send()
-        })
+        // Done when the volume no longer has an attachment to the instance
+        // that is not already on its way out; a forced detach counts only
+        // once the attachment is gone (forcing is what moves a stuck one).
+        let check: Check<'_, ()> = Box::new(move || {
+            Box::pin(async move {
+                let Some(v) = self.volumes.get(volume_id.as_str()).await? else {
+                    return Ok(Some(()));
+                };
+                let pending = v.attachments.iter().any(|a| {
+                    a.instance_id == *instance_id
+                        && match a.state {
+                            AttachState::Detached => false,
+                            AttachState::Detaching | AttachState::Busy => force,
+                            _ => true,
+                        }
+                });
+                Ok((!pending).then_some(()))
+            })
+        });
+        self.call_checked(
+            "DetachVolume",
+            || async {
+                self.client()
+                    .detach_volume()
+                    .volume_id(volume_id.as_str())
+                    .instance_id(instance_id.as_str())
+                    .force(force)
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            Some(check),
+        )
         .await
-        .map(|_| ())
     }
 
     pub(super) async fn modify_volume_impl(
@@ -315,22 +372,37 @@ impl Ec2Cloud {
         volume_id: &VolumeId,
         spec: &ModifySpec,
     ) -> CloudResult<()> {
-        self.call("ModifyVolume", || {
-            self.client()
-                .modify_volume()
-                .volume_id(volume_id.as_str())
-                .set_size(spec.size_gib.map(|s| s as i32))
-                .set_volume_type(
-                    spec.volume_type
-                        .as_ref()
-                        .map(|t| SdkVolumeType::from(t.as_str())),
-                )
-                .set_iops(spec.iops.map(|i| i as i32))
-                .set_throughput(spec.throughput.map(|t| t as i32))
-                .send()
-        })
+        // Done when the volume's latest modification targets what was asked
+        // and has not failed.
+        let check: Check<'_, ()> = Box::new(move || {
+            Box::pin(async move {
+                let Some(m) = self.modifications.get(volume_id.as_str()).await? else {
+                    return Ok(None);
+                };
+                Ok(modification_matches(&m, spec).then_some(()))
+            })
+        });
+        self.call_checked(
+            "ModifyVolume",
+            || async {
+                self.client()
+                    .modify_volume()
+                    .volume_id(volume_id.as_str())
+                    .set_size(spec.size_gib.map(|s| s as i32))
+                    .set_volume_type(
+                        spec.volume_type
+                            .as_ref()
+                            .map(|t| SdkVolumeType::from(t.as_str())),
+                    )
+                    .set_iops(spec.iops.map(|i| i as i32))
+                    .set_throughput(spec.throughput.map(|t| t as i32))
+                    .send()
+                    .await
+                    .map(|_| ())
+            },
+            Some(check),
+        )
         .await
-        .map(|_| ())
     }
 
     pub(super) async fn create_tags_impl(
@@ -373,5 +445,69 @@ impl Ec2Cloud {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// Whether modification `m` is one EC2 accepted for `spec`: every property
+/// the spec sets is its target, and it has not failed.
+fn modification_matches(m: &Modification, spec: &ModifySpec) -> bool {
+    let wanted = |want: Option<i64>, target: Option<i64>| want.is_none() || want == target;
+    !matches!(m.state, ModificationState::Failed)
+        && wanted(spec.size_gib, m.target_size_gib)
+        && wanted(spec.iops, m.target_iops)
+        && wanted(spec.throughput, m.target_throughput)
+        && (spec.volume_type.is_none() || spec.volume_type == m.target_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modification(state: ModificationState) -> Modification {
+        Modification {
+            volume_id: VolumeId::parse("vol-0123456789abcdef0").unwrap(),
+            state,
+            target_size_gib: Some(20),
+            target_type: Some(VolumeType::Gp3),
+            target_iops: Some(4000),
+            target_throughput: Some(125),
+        }
+    }
+
+    #[test]
+    fn a_modification_matches_the_properties_asked_for() {
+        let spec = ModifySpec {
+            size_gib: Some(20),
+            iops: Some(4000),
+            ..ModifySpec::default()
+        };
+        assert!(modification_matches(
+            &modification(ModificationState::Modifying),
+            &spec
+        ));
+        assert!(modification_matches(
+            &modification(ModificationState::Completed),
+            &spec
+        ));
+        assert!(!modification_matches(
+            &modification(ModificationState::Failed),
+            &spec
+        ));
+        let other = ModifySpec {
+            size_gib: Some(30),
+            ..ModifySpec::default()
+        };
+        assert!(!modification_matches(
+            &modification(ModificationState::Modifying),
+            &other
+        ));
+        let retype = ModifySpec {
+            volume_type: Some(VolumeType::Io2),
+            ..ModifySpec::default()
+        };
+        assert!(!modification_matches(
+            &modification(ModificationState::Optimizing),
+            &retype
+        ));
     }
 }
