@@ -26,6 +26,8 @@ pub struct SimOptions {
     pub zone: String,
     /// Instance type of the local instance.
     pub instance_type: String,
+    /// Seed of the fault dice (`--seed`), for reproducible fault runs.
+    pub seed: Option<u64>,
 }
 
 impl Default for SimOptions {
@@ -36,6 +38,7 @@ impl Default for SimOptions {
             faults: String::new(),
             zone: String::new(),
             instance_type: "m5.large".into(),
+            seed: None,
         }
     }
 }
@@ -85,6 +88,9 @@ impl Ec2Sim {
             .arg(format!("--instance-type={}", opts.instance_type));
         if !opts.faults.is_empty() {
             cmd.arg(format!("--faults={}", opts.faults));
+        }
+        if let Some(seed) = opts.seed {
+            cmd.arg(format!("--seed={seed}"));
         }
         if !opts.zone.is_empty() {
             cmd.arg(format!("--zone={}", opts.zone));

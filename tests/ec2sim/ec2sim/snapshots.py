@@ -14,6 +14,7 @@ AMIs as if they were ours. This module makes snapshots:
     with it; OwnerIds ("self", account ids) honoured; MaxResults / NextToken
     with EC2's rules (cap 1000).
 DeleteSnapshot also removes the bytes and any fast snapshot restore state.
+CreateSnapshots honours ExcludeDataVolumeIds (moto snapshots every volume).
 """
 
 from __future__ import annotations
@@ -95,11 +96,50 @@ def create_snapshot(self: Any) -> Any:
     return result
 
 
+def _excluded_data_volumes(spec: Any) -> set[str]:
+    """ExcludeDataVolumeIds of an InstanceSpecification, however moto parsed
+    the query list (`ExcludeDataVolumeId.N`: a list or an index dict)."""
+    out: set[str] = set()
+    if not isinstance(spec, dict):
+        return out
+    for key, value in spec.items():
+        if not key.startswith("ExcludeDataVolumeId"):
+            continue
+        if isinstance(value, str):
+            out.add(value)
+        elif isinstance(value, dict):
+            out.update(v for v in value.values() if isinstance(v, str))
+        elif isinstance(value, (list, tuple)):
+            out.update(v for v in value if isinstance(v, str))
+    return out
+
+
+# Where moto attaches the root volume it makes for every instance, whatever
+# root device name the AMI declares.
+MOTO_ROOT_DEVICE = "/dev/sda1"
+
+
 def create_snapshots(self: Any) -> Any:
+    """moto ignores ExcludeDataVolumeIds, and recognises the boot volume only
+    when it sits at the AMI's root device name (it attaches it at /dev/sda1
+    whatever the AMI says). EC2 leaves both out, so their snapshots are
+    dropped here before anyone sees them."""
     sim = current()
+    spec = self._get_param("InstanceSpecification", {})
+    excluded = _excluded_data_volumes(spec)
+    if str(spec.get("ExcludeBootVolume", False)).lower() == "true":
+        instance = self.ec2_backend.get_instance(spec.get("InstanceId"))
+        roots = {instance.root_device_name, MOTO_ROOT_DEVICE}
+        excluded.update(m.volume_id for k, m in instance.get_block_device_mapping if k in roots)
     result = _orig_create_snapshots(self)
+    kept = []
     for snap in result.result["Snapshots"]:
+        if snap.volume.id in excluded:
+            self.ec2_backend.snapshots.pop(snap.id, None)
+            continue
         _start(sim, snap)
+        kept.append(snap)
+    result.result["Snapshots"] = kept
     return result
 
 

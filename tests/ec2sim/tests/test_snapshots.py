@@ -134,3 +134,22 @@ def test_bytes_survive_snapshot_and_restore(ec2, sim, tmp_path):
         assert not (mnt / "later.txt").exists()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_create_snapshots_leaves_out_excluded_data_volumes(ec2):
+    from conftest import run_instance
+
+    inst = run_instance(ec2, ZONE)
+    a, b = new_volume(ec2), new_volume(ec2)
+    for vid, dev in ((a, "/dev/xvdba"), (b, "/dev/xvdbb")):
+        ec2.attach_volume(VolumeId=vid, InstanceId=inst, Device=dev)
+        wait_for(lambda: attachment_state(ec2, vid) == "attached", what="attached")
+    out = ec2.create_snapshots(
+        InstanceSpecification={"InstanceId": inst, "ExcludeBootVolume": True, "ExcludeDataVolumeIds": [b]},
+        Description="group",
+    )
+    assert [s["VolumeId"] for s in out["Snapshots"]] == [a]
+    listed = ec2.describe_snapshots(Filters=[{"Name": "volume-id", "Values": [b]}])["Snapshots"]
+    assert listed == [], "no snapshot of the excluded volume"
+    everything = ec2.create_snapshots(InstanceSpecification={"InstanceId": inst, "ExcludeBootVolume": True})
+    assert sorted(s["VolumeId"] for s in everything["Snapshots"]) == sorted([a, b])
