@@ -1,47 +1,118 @@
 //! Provisioning at scale against the EC2 emulator with realistic delays and
-//! throttling on: N concurrent CreateVolume + ControllerPublish across
-//! nodes, as a StatefulSet scale-up does. Prints wall time, per-RPC latency
-//! percentiles, EC2 calls per volume and the driver's peak memory.
+//! EC2's default buckets: N concurrent CreateVolume + ControllerPublish on
+//! one gRPC connection (as the sidecars use), then N ControllerUnpublish,
+//! then N ControllerExpandVolume; and the same four RPCs one at a time.
+//! One table: per phase the wall time, the least time EC2's mutating bucket
+//! and delays allow (the bound), their ratio, the lag from EC2's state
+//! change to the RPC's return (p50/p95, from the emulator's transition
+//! log), the median time to attached as a share of the wall time, Describe
+//! calls per second and the RequestLimitExceeded EC2 answered.
 //!
 //! ```sh
-//! cargo bench --bench provision              # 200 volumes
-//! BENCH_VOLUMES=500 cargo bench --bench provision
+//! cargo bench --bench provision                        # N = 500 and 1000
+//! BENCH_VOLUMES=200 BENCH_PHASES=create cargo bench --bench provision
 //! ```
+//! `BENCH_VOLUMES`: comma-separated N (default `500,1000`); the unpublish
+//! and expand phases run for the first N only (`BENCH_PHASES=create` skips
+//! them). `BENCH_SEQ`: lives one at a time (default 10).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
-use std::time::{Duration, Instant};
-
+use common::*;
+use ebs_csi_driver::csi;
+use ebs_csi_driver::csi::controller_client::ControllerClient;
 use support::csi::*;
-use support::{Harness, SimOptions};
+use support::{Ec2Sim, Harness, SimOptions};
+use tonic::transport::Channel;
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// EC2's default mutating bucket (the emulator's too).
+const MUTATING_BURST: f64 = 200.0;
+const MUTATING_RATE: f64 = 5.0;
+/// The emulator's `realistic` delays, seconds.
+const CREATE_S: f64 = 3.0;
+const ATTACH_S: f64 = 5.0;
+const DETACH_S: f64 = 5.0;
+const MODIFY_S: f64 = 6.0;
+/// The issue's target for the controller's peak memory at 500 in flight.
+const PEAK_MIB: f64 = 24.0;
+/// Volumes per node (instance).
+const PER_NODE: usize = 25;
+
+/// One row of the table.
+struct Row {
+    run: String,
+    wall: f64,
+    bound: f64,
+    lags: Vec<(&'static str, Vec<f64>)>,
+    attached_share: Option<f64>,
+    describe_per_s: f64,
+    throttles: u64,
+}
+
+impl Row {
+    fn print(&self) {
+        let lags: Vec<String> = self
+            .lags
+            .iter()
+            .map(|(what, l)| format!("{what} {}", lag_cell(l)))
+            .collect();
+        let ratio = if self.bound > 0.0 {
+            format!("{:.3}", self.wall / self.bound)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {} | {:.1} | {:.1} | {} | {} | {} | {:.2} | {} |",
+            self.run,
+            self.wall,
+            self.bound,
+            ratio,
+            lags.join(", "),
+            self.attached_share
+                .map_or("-".to_string(), |s| format!("{s:.2}")),
+            self.describe_per_s,
+            self.throttles
+        );
     }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_secs_f64()
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+fn header() {
+    println!(
+        "| run | wall s | bound s | ratio | lag p50/p95 ms | median attached / wall | Describe/s | throttled |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let n: usize = std::env::var("BENCH_VOLUMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let per_node = 25;
+/// Tokens left in the emulator's mutating bucket now.
+fn mutating_tokens(sim: &Ec2Sim) -> f64 {
+    sim.get("config")["throttle"]["mutating"]["tokens"]
+        .as_f64()
+        .unwrap_or(MUTATING_BURST)
+}
+
+/// The least time `calls` mutating calls take from a bucket holding
+/// `tokens`, plus the delay of the last one's change.
+fn bound(calls: usize, tokens: f64, delay: f64) -> f64 {
+    (calls as f64 - tokens).max(0.0) / MUTATING_RATE + delay
+}
+
+struct Counts {
+    describe: u64,
+    throttles: u64,
+}
+
+fn counts(sim: &Ec2Sim) -> Counts {
+    let c = sim.get("counters");
+    Counts {
+        describe: counted(&c, "calls", "Describe"),
+        throttles: counted(&c, "throttled", ""),
+    }
+}
+
+async fn start() -> Harness {
     let h = Harness::start_with(
         "controller",
         SimOptions {
@@ -52,21 +123,69 @@ async fn main() {
     )
     .await;
     h.wait_ready().await;
+    h
+}
+
+fn expand_req(vol: &str, gib: i64) -> csi::ControllerExpandVolumeRequest {
+    csi::ControllerExpandVolumeRequest {
+        volume_id: vol.into(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: gib << 30,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// (id, started, returned) of each RPC of a phase, epoch seconds.
+type Done = Vec<(String, f64, f64)>;
+
+/// Runs `rpc` for every (volume, node) at once; returns what was done.
+async fn phase<F, Fut>(
+    client: &ControllerClient<Channel>,
+    items: &[(String, String)],
+    rpc: F,
+) -> Done
+where
+    F: Fn(ControllerClient<Channel>, String, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for (vol, node) in items {
+        let fut = rpc(client.clone(), vol.clone(), node.clone());
+        let vol = vol.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = now();
+            fut.await;
+            (vol, t, now())
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.unwrap());
+    }
+    done
+}
+
+async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
+    let h = start().await;
     let mut nodes = Vec::new();
-    for _ in 0..n.div_ceil(per_node) {
+    for _ in 0..n.div_ceil(PER_NODE) {
         nodes.push(h.sim.run_instance("us-east-1a").await);
     }
-    let idle_rss = peak_rss_mib(h.driver.child.id());
     h.sim.reset_counters();
-    // One connection, as external-provisioner and external-attacher use.
+    h.sim.post("events/reset", &serde_json::json!({}));
     let client = h.driver.controller().await;
-    let started = Instant::now();
+    let mut rows = Vec::new();
+
+    // create + publish
+    let t0 = now();
     let mut tasks = Vec::new();
     for i in 0..n {
         let mut c = client.clone();
-        let node = nodes[i / per_node].clone();
+        let node = nodes[i / PER_NODE].clone();
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
+            let started = now();
             let vol = c
                 .create_volume(create_req(&format!("bench-{i}"), 1, user_storage_class()))
                 .await
@@ -75,67 +194,211 @@ async fn main() {
                 .volume
                 .unwrap()
                 .volume_id;
-            let create = t.elapsed();
-            let t = Instant::now();
+            let created = now();
             c.controller_publish_volume(publish_req(&vol, &node))
                 .await
                 .expect("publish");
-            (create, t.elapsed())
+            (vol, node, started, created, now())
         }));
     }
-    let mut creates = Vec::new();
-    let mut publishes = Vec::new();
+    let mut lives = Vec::new();
     for t in tasks {
-        let (c, p) = t.await.unwrap();
-        creates.push(c);
-        publishes.push(p);
+        lives.push(t.await.unwrap());
     }
-    let wall = started.elapsed();
-    creates.sort();
-    publishes.sort();
-    let counters = h.sim.get("counters");
-    let calls = counters["calls"].as_object().cloned().unwrap_or_default();
-    let sum = |prefix: &str| -> u64 {
-        calls
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.as_u64().unwrap_or(0))
-            .sum()
-    };
+    let wall = now() - t0;
+    *peak = peak.max(status_mib(h.driver.child.id(), "VmHWM"));
+    let events = Events::fetch(&h.sim);
+    let creates: Done = lives
+        .iter()
+        .map(|(v, _, s, c, _)| (v.clone(), *s, *c))
+        .collect();
+    let publishes: Done = lives
+        .iter()
+        .map(|(v, _, _, c, p)| (v.clone(), *c, *p))
+        .collect();
+    let attached: Vec<f64> = lives.iter().map(|(_, _, _, _, p)| p - t0).collect();
+    let c = counts(&h.sim);
+    rows.push(Row {
+        run: format!("{n} create+publish"),
+        wall,
+        bound: bound(2 * n, MUTATING_BURST, ATTACH_S),
+        lags: vec![
+            ("create", lags_ms(&events, "volume", "available", &creates)),
+            (
+                "attach",
+                lags_ms(&events, "attachment", "attached", &publishes),
+            ),
+        ],
+        attached_share: Some(percentile(&attached, 0.5) / wall),
+        describe_per_s: c.describe as f64 / wall,
+        throttles: c.throttles,
+    });
+    if !all_phases {
+        return rows;
+    }
+    let items: Vec<(String, String)> = lives
+        .iter()
+        .map(|(v, node, ..)| (v.clone(), node.clone()))
+        .collect();
+
+    // unpublish
+    h.sim.reset_counters();
+    let tokens = mutating_tokens(&h.sim);
+    let t0 = now();
+    let done = phase(&client, &items, |mut c, vol, node| async move {
+        c.controller_unpublish_volume(unpublish_req(&vol, &node))
+            .await
+            .expect("unpublish");
+    })
+    .await;
+    let wall = now() - t0;
+    let events = Events::fetch(&h.sim);
+    let c = counts(&h.sim);
+    rows.push(Row {
+        run: format!("{n} unpublish"),
+        wall,
+        bound: bound(n, tokens, DETACH_S),
+        lags: vec![("detach", lags_ms(&events, "attachment", "detached", &done))],
+        attached_share: None,
+        describe_per_s: c.describe as f64 / wall,
+        throttles: c.throttles,
+    });
+
+    // expand
+    h.sim.reset_counters();
+    let tokens = mutating_tokens(&h.sim);
+    let t0 = now();
+    let done = phase(&client, &items, |mut c, vol, _| async move {
+        c.controller_expand_volume(expand_req(&vol, 2))
+            .await
+            .expect("expand");
+    })
+    .await;
+    let wall = now() - t0;
+    *peak = peak.max(status_mib(h.driver.child.id(), "VmHWM"));
+    let events = Events::fetch(&h.sim);
+    let c = counts(&h.sim);
+    rows.push(Row {
+        run: format!("{n} expand"),
+        wall,
+        bound: bound(n, tokens, MODIFY_S),
+        lags: vec![(
+            "modify",
+            lags_ms(&events, "modification", "optimizing", &done),
+        )],
+        attached_share: None,
+        describe_per_s: c.describe as f64 / wall,
+        throttles: c.throttles,
+    });
+    rows
+}
+
+/// `lives` volumes through create → publish → unpublish → expand, one RPC
+/// at a time.
+async fn one_at_a_time(lives: usize) -> Row {
+    let h = start().await;
+    let node = h.sim.run_instance("us-east-1a").await;
+    h.sim.reset_counters();
+    h.sim.post("events/reset", &serde_json::json!({}));
+    let mut c = h.driver.controller().await;
+    let (mut creates, mut attaches, mut detaches, mut modifies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let t0 = now();
+    for i in 0..lives {
+        let s = now();
+        let vol = c
+            .create_volume(create_req(&format!("seq-{i}"), 1, user_storage_class()))
+            .await
+            .expect("create")
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id;
+        creates.push((vol.clone(), s, now()));
+        let s = now();
+        c.controller_publish_volume(publish_req(&vol, &node))
+            .await
+            .expect("publish");
+        attaches.push((vol.clone(), s, now()));
+        let s = now();
+        c.controller_unpublish_volume(unpublish_req(&vol, &node))
+            .await
+            .expect("unpublish");
+        detaches.push((vol.clone(), s, now()));
+        let s = now();
+        c.controller_expand_volume(expand_req(&vol, 2))
+            .await
+            .expect("expand");
+        modifies.push((vol.clone(), s, now()));
+    }
+    let wall = now() - t0;
+    let events = Events::fetch(&h.sim);
+    let c = counts(&h.sim);
+    Row {
+        run: format!("1 at a time ({lives} lives)"),
+        wall,
+        bound: lives as f64 * (CREATE_S + ATTACH_S + DETACH_S + MODIFY_S),
+        lags: vec![
+            ("create", lags_ms(&events, "volume", "available", &creates)),
+            (
+                "attach",
+                lags_ms(&events, "attachment", "attached", &attaches),
+            ),
+            (
+                "detach",
+                lags_ms(&events, "attachment", "detached", &detaches),
+            ),
+            (
+                "modify",
+                lags_ms(&events, "modification", "optimizing", &modifies),
+            ),
+        ],
+        attached_share: None,
+        describe_per_s: c.describe as f64 / wall,
+        throttles: c.throttles,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_VOLUMES")
+        .unwrap_or_else(|_| "500,1000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let all_phases = std::env::var("BENCH_PHASES").map_or(true, |p| p != "create");
+    let seq: usize = std::env::var("BENCH_SEQ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     println!(
-        "provision bench: {n} volumes, {} nodes, realistic EC2 delays, throttling on",
-        nodes.len()
+        "provision bench: realistic EC2 delays (create {CREATE_S} s, attach {ATTACH_S} s, detach \
+         {DETACH_S} s, modify {MODIFY_S} s), EC2's default buckets, one gRPC connection"
     );
     println!(
-        "  wall time                 {:>8.1} s  ({:.1} volumes/s)",
-        wall.as_secs_f64(),
-        n as f64 / wall.as_secs_f64()
+        "(snapshots: CreateSnapshot returns at once, the snapshotter polls; no driver wait to measure)"
     );
-    println!(
-        "  CreateVolume latency      p50 {:>6.2} s   p95 {:>6.2} s   max {:>6.2} s",
-        percentile(&creates, 0.5),
-        percentile(&creates, 0.95),
-        percentile(&creates, 1.0)
-    );
-    println!(
-        "  ControllerPublish latency p50 {:>6.2} s   p95 {:>6.2} s   max {:>6.2} s",
-        percentile(&publishes, 0.5),
-        percentile(&publishes, 0.95),
-        percentile(&publishes, 1.0)
-    );
-    println!(
-        "  EC2 calls                 {} Describe ({:.3}/volume), {} mutating, {} throttled",
-        sum("Describe"),
-        sum("Describe") as f64 / n as f64,
-        calls.values().map(|v| v.as_u64().unwrap_or(0)).sum::<u64>() - sum("Describe"),
-        counters["throttled"].as_object().map_or(0, |t| t
-            .values()
-            .map(|v| v.as_u64().unwrap_or(0))
-            .sum::<u64>())
-    );
-    println!(
-        "  driver memory             {:.1} MiB idle, {:.1} MiB peak (VmHWM)",
-        idle_rss,
-        peak_rss_mib(h.driver.child.id())
-    );
+    let mut rows = Vec::new();
+    let mut peak = 0.0;
+    if seq > 0 {
+        rows.push(one_at_a_time(seq).await);
+    }
+    let mut peaks = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let mut hwm = 0.0;
+        rows.extend(parallel(*n, all_phases && i == 0, &mut hwm).await);
+        peaks.push((*n, hwm));
+        peak = f64::max(peak, hwm);
+    }
+    header();
+    for r in &rows {
+        r.print();
+    }
+    println!("controller peak memory (VmHWM) over the parallel runs: {peak:.1} MiB");
+    for (n, hwm) in &peaks {
+        println!(
+            "controller VmHWM, {n} in flight: {hwm:.1} MiB (target {PEAK_MIB} MiB at 500: ratio {:.2})",
+            hwm / PEAK_MIB
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How long a poll-started call waits for the rest of its tick's pollers.
-pub const GATHER: Duration = Duration::from_millis(20);
+pub const GATHER: Duration = Duration::from_millis(5);
 
 use super::error::{CloudError, CloudResult};
 
@@ -95,7 +95,12 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
         if start {
             // A task, not this caller, drives the batches: if this caller is
             // cancelled (the CO hung up) the others must still be served.
-            tokio::spawn(self.clone().drain(gather));
+            let drain = self.clone().drain(gather);
+            if gather.is_zero() {
+                tokio::spawn(drain);
+            } else {
+                tokio::spawn(super::wait::as_tick(drain));
+            }
         }
         rx.await.unwrap_or_else(|_| {
             Err(CloudError::Other(

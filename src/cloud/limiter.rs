@@ -12,8 +12,17 @@
 //! request sent at the current rate cuts the rate by [`BACKOFF`] and
 //! empties the bucket; from there the rate climbs back additively, by
 //! [`RECOVERY`] of the starting rate per second, never past the start.
+//!
+//! Two more things keep the driver's bucket from getting ahead of EC2's:
+//! it holds one token less than the burst ([`MARGIN`]), because EC2's
+//! bucket starts refilling only when our first request *arrives*, a
+//! moment after we granted it; and it serves [`Priority::Urgent`] calls
+//! (attach and detach, which a pod is waiting for) before normal ones
+//! (creates, deletes, snapshots), so under a saturated bucket an attach
+//! of an existing volume is not queued behind creates that came later.
 
 use std::sync::Mutex as SyncMutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -26,6 +35,26 @@ pub const RECOVERY: f64 = 0.04;
 /// The rate never drops below this share of the starting rate: a storm of
 /// throttles caused by someone else must not stall the driver for minutes.
 pub const FLOOR: f64 = 0.05;
+
+/// Tokens the bucket holds below its burst; see the module docs.
+pub const MARGIN: f64 = 1.0;
+
+/// Which calls go first when the bucket is short of tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A pod waits for it: AttachVolume, DetachVolume.
+    Urgent,
+    /// Everything else.
+    Normal,
+}
+
+/// The priority of an EC2 action.
+pub fn priority(action: &str) -> Priority {
+    match action {
+        "AttachVolume" | "DetachVolume" => Priority::Urgent,
+        _ => Priority::Normal,
+    }
+}
 
 /// The starting rate (tokens per second) and burst of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,8 +108,20 @@ pub struct AdaptiveBucket {
     name: &'static str,
     start: BucketConfig,
     state: SyncMutex<State>,
-    /// Serves waiters in arrival order (tokio's mutex is fair).
-    queue: Mutex<()>,
+    /// Serve waiters of a priority in arrival order (tokio's mutex is fair).
+    urgent: Mutex<()>,
+    normal: Mutex<()>,
+    /// Urgent callers waiting or holding the urgent turn.
+    urgent_waiting: AtomicUsize,
+}
+
+/// Counts an urgent caller until it has its token (or gives up).
+struct UrgentTicket<'a>(&'a AtomicUsize);
+
+impl Drop for UrgentTicket<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Proof of a granted token: when it was granted, so that a throttle of
@@ -97,13 +138,20 @@ impl AdaptiveBucket {
             name,
             start,
             state: SyncMutex::new(State {
-                tokens: start.burst as f64,
+                tokens: Self::cap_of(start),
                 stamp: Instant::now(),
                 base_rate: start.rate,
                 cut_at: None,
             }),
-            queue: Mutex::new(()),
+            urgent: Mutex::new(()),
+            normal: Mutex::new(()),
+            urgent_waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Most tokens the bucket holds.
+    fn cap_of(start: BucketConfig) -> f64 {
+        (start.burst as f64 - MARGIN).max(1.0)
     }
 
     fn rate_at(&self, s: &State, now: Instant) -> f64 {
@@ -118,28 +166,47 @@ impl AdaptiveBucket {
 
     /// The current rate, tokens per second.
     pub fn rate(&self) -> f64 {
-        let s = *self.state.lock().expect("limiter state");
+        let s = *crate::sync::lock(&self.state);
         self.rate_at(&s, Instant::now())
     }
 
-    /// Takes one token, waiting for the refill when the bucket is empty.
+    /// Takes one token at normal priority.
     pub async fn acquire(&self) -> Grant {
-        let _turn = self.queue.lock().await;
+        self.acquire_as(Priority::Normal).await
+    }
+
+    /// Takes one token, waiting for the refill when the bucket is empty;
+    /// a normal caller also waits while urgent ones do.
+    pub async fn acquire_as(&self, priority: Priority) -> Grant {
+        let _ticket = (priority == Priority::Urgent).then(|| {
+            self.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+            UrgentTicket(&self.urgent_waiting)
+        });
+        let _turn = match priority {
+            Priority::Urgent => self.urgent.lock().await,
+            Priority::Normal => self.normal.lock().await,
+        };
         loop {
             let wait = {
-                let mut s = self.state.lock().expect("limiter state");
+                let mut s = crate::sync::lock(&self.state);
                 let now = Instant::now();
                 let rate = self.rate_at(&s, now);
                 let refill = now.duration_since(s.stamp).as_secs_f64() * rate;
-                s.tokens = (s.tokens + refill).min(self.start.burst as f64);
+                s.tokens = (s.tokens + refill).min(Self::cap_of(self.start));
                 s.stamp = now;
-                if s.tokens >= 1.0 {
+                let yield_to_urgent =
+                    priority == Priority::Normal && self.urgent_waiting.load(Ordering::SeqCst) > 0;
+                if s.tokens >= 1.0 && !yield_to_urgent {
                     s.tokens -= 1.0;
                     return Grant { at: now };
                 }
                 // Re-checked after the sleep: a cut meanwhile empties the
-                // bucket and lowers the rate.
-                Duration::from_secs_f64((1.0 - s.tokens) / rate)
+                // bucket and lowers the rate; an urgent caller may have
+                // taken the token.
+                // A yielding caller waits for a token beyond the urgent one.
+                let needed = if yield_to_urgent { 2.0 } else { 1.0 };
+                Duration::from_secs_f64((needed - s.tokens).max(0.0) / rate)
+                    .max(Duration::from_millis(1))
             };
             tokio::time::sleep(wait).await;
         }
@@ -149,7 +216,7 @@ impl AdaptiveBucket {
     /// rate once per throttle episode: requests already in flight when the
     /// rate was cut carry no news.
     pub fn throttled(&self, grant: Grant) {
-        let mut s = self.state.lock().expect("limiter state");
+        let mut s = crate::sync::lock(&self.state);
         if s.cut_at.is_some_and(|cut| grant.at <= cut) {
             return;
         }
@@ -201,9 +268,9 @@ impl Limiter {
         }
     }
 
-    /// Waits for a token for `action`.
+    /// Waits for a token for `action`, at its [`priority`].
     pub async fn acquire(&self, action: &str) -> Grant {
-        self.bucket(action).acquire().await
+        self.bucket(action).acquire_as(priority(action)).await
     }
 
     /// EC2 answered RequestLimitExceeded to `action` sent with `grant`.
@@ -233,10 +300,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn burst_then_refill_rate() {
+    async fn burst_less_the_margin_then_refill_rate() {
         let bucket = bucket(5, 2.0);
         let start = Instant::now();
-        for _ in 0..5 {
+        for _ in 0..4 {
             bucket.acquire().await;
         }
         assert!(start.elapsed() < Duration::from_millis(1));
@@ -246,6 +313,40 @@ mod tests {
         // four more tokens at 2/s take about two seconds
         let took = start.elapsed().as_secs_f64();
         assert!((1.9..2.2).contains(&took), "{took}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_calls_go_before_normal_ones_that_came_first() {
+        let bucket = std::sync::Arc::new(bucket(2, 10.0));
+        bucket.acquire().await; // the one token of the burst (2 less the margin)
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, p) in [
+            (0, Priority::Normal),
+            (1, Priority::Normal),
+            (2, Priority::Urgent),
+            (3, Priority::Urgent),
+        ] {
+            let (b, o) = (bucket.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                b.acquire_as(p).await;
+                o.lock().unwrap().push(i);
+            }));
+            // arrival order 0, 1, 2, 3
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn attach_and_detach_are_urgent() {
+        assert_eq!(priority("AttachVolume"), Priority::Urgent);
+        assert_eq!(priority("DetachVolume"), Priority::Urgent);
+        assert_eq!(priority("CreateVolume"), Priority::Normal);
+        assert_eq!(priority("DeleteVolume"), Priority::Normal);
     }
 
     #[tokio::test(start_paused = true)]

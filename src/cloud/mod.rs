@@ -88,6 +88,11 @@ pub trait Cloud: Send + Sync {
     /// The latest modification of the volume, if it was ever modified
     /// (coalesced lookup).
     async fn modification(&self, id: &VolumeId) -> CloudResult<Option<Modification>>;
+    /// [`modification`](Cloud::modification) for a poller woken by a
+    /// shared tick (see [`poll_volume`](Cloud::poll_volume)).
+    async fn poll_modification(&self, id: &VolumeId) -> CloudResult<Option<Modification>> {
+        self.modification(id).await
+    }
     /// CreateTags on a volume.
     async fn create_tags(&self, id: &VolumeId, tags: &[(String, String)]) -> CloudResult<()>;
     /// DeleteTags (by key) on a volume.

@@ -1,56 +1,259 @@
-//! Waiting for EC2 state changes on shared ticks.
+//! Waiting for EC2 state changes on shared ticks, as short as the Describe
+//! budget allows.
 //!
-//! Every waiter in the process sleeps until the next boundary of a common
-//! clock, so waiters for different volumes wake together and their lookups
-//! coalesce into one Describe call per tick. The interval starts short
-//! (most transitions take a second or two) and doubles up to a cap; since
-//! the intervals are powers of two of one base, a slow waiter's ticks are
-//! always a subset of a fast one's and they still meet.
+//! Every waiter in the process sleeps until the next tick of one schedule
+//! (the [`Pacer`]'s), so waiters for different volumes wake together and their lookups
+//! coalesce into one Describe call per tick and kind of thing watched
+//! (per 200 waiters: EC2's filter limit). The tick interval is chosen by
+//! the [`Pacer`]: all Describe calls together may use a quarter of the
+//! Describe bucket's refill (5/s at EC2's defaults), what the lookups of
+//! RPCs take is left to them, and the rest is spent on ticks. One waiter
+//! ticks about every 220 ms, so an RPC returns within a few hundred
+//! milliseconds of EC2's change; many kinds of waiters, or a busy account,
+//! lengthen the tick, up to [`MAX_TICK`].
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::error::{CloudError, CloudResult};
 
-/// First poll interval.
-pub const FIRST_TICK: Duration = Duration::from_millis(500);
-/// Longest poll interval.
+/// Shortest tick: below this a tick would cost more than it saves.
+pub const MIN_TICK: Duration = Duration::from_millis(100);
+/// Longest tick.
 pub const MAX_TICK: Duration = Duration::from_secs(2);
+/// Share of the Describe bucket's refill the driver spends (all calls).
+pub const DESCRIBE_SHARE: f64 = 0.25;
+/// Aim a little below the budget so measurement noise stays inside it.
+const AIM: f64 = 0.9;
+/// Waiters one Describe call serves (EC2's limit of values per filter).
+const PER_CALL: usize = 200;
+/// How far back Describe calls are counted.
+const WINDOW: Duration = Duration::from_secs(10);
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// What a waiter watches: each kind is its own coalesced Describe call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Volumes (creation, attachment, detachment): DescribeVolumes.
+    Volumes,
+    /// Volume modifications: DescribeVolumesModifications.
+    Modifications,
 }
 
-/// Sleeps until the next multiple of `interval` on the process-wide clock.
-pub async fn sleep_to_tick(interval: Duration) {
-    let since = epoch().elapsed().as_nanos();
-    let step = interval.as_nanos().max(1);
-    let next = (since / step + 1) * step;
-    let wait = Duration::from_nanos((next - since) as u64);
-    tokio::time::sleep(wait).await;
+/// Chooses the tick interval from the waiters and the Describe calls made.
+#[derive(Debug)]
+pub struct Pacer {
+    /// Describe calls per second the driver may make, all together.
+    budget: Mutex<f64>,
+    waiting: [AtomicUsize; 2],
+    /// When recent Describe calls were made, and whether a tick made them.
+    calls: Mutex<VecDeque<(Instant, bool)>>,
+    /// The boundaries of recent ticks that woke a waiter.
+    ticks: Mutex<VecDeque<Instant>>,
+    /// The next tick, once a waiter asked for one.
+    next: Mutex<Option<Instant>>,
+    /// When counting began: rates over a shorter span than [`WINDOW`] are
+    /// taken over that span.
+    born: Instant,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer::new(20.0 * DESCRIBE_SHARE)
+    }
+}
+
+/// Counts a waiter while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pacer {
+    /// A pacer allowed `budget` Describe calls per second.
+    pub fn new(budget: f64) -> Self {
+        Pacer {
+            budget: Mutex::new(budget),
+            waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            calls: Mutex::new(VecDeque::new()),
+            ticks: Mutex::new(VecDeque::new()),
+            next: Mutex::new(None),
+            born: Instant::now(),
+        }
+    }
+
+    /// The process's pacer.
+    pub fn global() -> &'static Pacer {
+        static PACER: OnceLock<Pacer> = OnceLock::new();
+        PACER.get_or_init(Pacer::default)
+    }
+
+    /// Sets the budget from the Describe bucket's rate.
+    pub fn set_describe_rate(&self, rate: f64) {
+        *crate::sync::lock(&self.budget) = rate * DESCRIBE_SHARE;
+    }
+
+    /// Records one Describe call; `tick` when a tick's poll made it.
+    pub fn describe_call(&self, tick: bool) {
+        let now = Instant::now();
+        let mut calls = crate::sync::lock(&self.calls);
+        calls.push_back((now, tick));
+        while calls
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
+        {
+            calls.pop_front();
+        }
+    }
+
+    fn watch(&self, what: Watch) -> Waiting<'_> {
+        let counter = &self.waiting[what as usize];
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+
+    /// Records that a waiter woke on the tick at `boundary`.
+    fn woke(&self, boundary: Instant) {
+        let mut ticks = crate::sync::lock(&self.ticks);
+        if ticks.back() != Some(&boundary) {
+            ticks.push_back(boundary);
+        }
+        while ticks
+            .front()
+            .is_some_and(|t| boundary.duration_since(*t) > WINDOW)
+        {
+            ticks.pop_front();
+        }
+    }
+
+    /// Describe calls one tick costs with the current waiters: what their
+    /// number needs, or what recent ticks took when more (a tick whose
+    /// waiters straggle past the coalescer's gathering makes two calls).
+    fn calls_per_tick(&self) -> f64 {
+        let needed: usize = self
+            .waiting
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).div_ceil(PER_CALL))
+            .sum();
+        let now = Instant::now();
+        let ticks = crate::sync::lock(&self.ticks)
+            .iter()
+            .filter(|t| now.duration_since(**t) <= WINDOW)
+            .count();
+        let tick_calls = self.recent(now, true);
+        let seen = if ticks == 0 {
+            0.0
+        } else {
+            tick_calls as f64 / ticks as f64
+        };
+        (needed as f64).max(seen)
+    }
+
+    /// Describe calls in the window made by ticks (`tick`) or by others.
+    fn recent(&self, now: Instant, tick: bool) -> usize {
+        crate::sync::lock(&self.calls)
+            .iter()
+            .filter(|(t, by_tick)| *by_tick == tick && now.duration_since(*t) <= WINDOW)
+            .count()
+    }
+
+    /// Describe calls per second made recently by anything but ticks.
+    fn other_rate(&self) -> f64 {
+        let now = Instant::now();
+        // Right after start the window is not full yet: a burst of lookups
+        // in the first second is a high rate, not a tenth of it.
+        let span = now
+            .duration_since(self.born)
+            .clamp(Duration::from_secs(1), WINDOW);
+        self.recent(now, false) as f64 / span.as_secs_f64()
+    }
+
+    /// The tick interval now: the budget left by other calls, spread over
+    /// the calls a tick costs.
+    pub fn interval(&self) -> Duration {
+        let per_tick = self.calls_per_tick().max(1.0);
+        let budget = *crate::sync::lock(&self.budget) * AIM;
+        // Ticks keep at least a fifth of the budget: a flood of lookups
+        // slows the waits down, it does not stop them.
+        let room = (budget - self.other_rate()).max(budget / 5.0);
+        Duration::from_secs_f64(per_tick / room).clamp(MIN_TICK, MAX_TICK)
+    }
+
+    /// The next tick: the one already scheduled, or, once it has passed,
+    /// one [`interval`](Self::interval) from now. One schedule for every
+    /// waiter, so waiters wake together even while the interval changes
+    /// (per-waiter grids of different intervals would each cost a call).
+    pub fn next_tick(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = crate::sync::lock(&self.next);
+        match *next {
+            Some(at) if at > now => at,
+            _ => {
+                let at = now + self.interval();
+                *next = Some(at);
+                at
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set while a tick's coalesced poll runs, so its Describe calls are
+    /// counted as the tick's.
+    static IN_TICK: bool;
+}
+
+/// Runs `fut` as a tick's poll (see [`Pacer::describe_call`]).
+pub async fn as_tick<F: Future>(fut: F) -> F::Output {
+    IN_TICK.scope(true, fut).await
+}
+
+/// Whether the current task is a tick's poll.
+pub fn in_tick() -> bool {
+    IN_TICK.try_with(|t| *t).unwrap_or(false)
 }
 
 /// Polls `check` on shared ticks until it yields a value, fails, or
-/// `limit` passes (then [`CloudError::Timeout`] naming `what`).
+/// `limit` passes (then [`CloudError::Timeout`] naming `what`). `watch`
+/// says which Describe call `check` makes, for the [`Pacer`].
 ///
 /// The first check waits for the first tick too: callers poll right after
 /// they asked EC2 for a change, whose answer already told them the state,
 /// and an immediate check would be an unaligned call that coalesces with
 /// nothing.
-pub async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> CloudResult<T>
+pub async fn poll<T, F, Fut>(watch: Watch, what: &str, limit: Duration, check: F) -> CloudResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = CloudResult<Option<T>>>,
+{
+    poll_with(Pacer::global(), watch, what, limit, check).await
+}
+
+/// [`poll`] with a given pacer.
+pub async fn poll_with<T, F, Fut>(
+    pacer: &Pacer,
+    watch: Watch,
+    what: &str,
+    limit: Duration,
+    mut check: F,
+) -> CloudResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = CloudResult<Option<T>>>,
 {
     let start = Instant::now();
-    let mut interval = FIRST_TICK;
+    let _waiting = pacer.watch(watch);
     loop {
-        sleep_to_tick(interval).await;
-        interval = (interval * 2).min(MAX_TICK);
+        let tick = pacer.next_tick();
+        tokio::time::sleep_until(tick).await;
+        pacer.woke(tick);
         if let Some(value) = check().await? {
             return Ok(value);
         }
@@ -67,29 +270,39 @@ where
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
 
     #[tokio::test(start_paused = true)]
     async fn polls_until_ready() {
         let n = Arc::new(AtomicU32::new(0));
-        let got = poll("thing", Duration::from_secs(60), || {
-            let n = n.clone();
-            async move {
-                let seen = n.fetch_add(1, Ordering::SeqCst);
-                Ok((seen >= 3).then_some(seen))
-            }
-        })
+        let pacer = Pacer::default();
+        let got = poll_with(
+            &pacer,
+            Watch::Volumes,
+            "thing",
+            Duration::from_secs(60),
+            || {
+                let n = n.clone();
+                async move {
+                    let seen = n.fetch_add(1, Ordering::SeqCst);
+                    Ok((seen >= 3).then_some(seen))
+                }
+            },
+        )
         .await;
         assert_eq!(got, Ok(3));
+        assert_eq!(pacer.calls_per_tick(), 0.0, "the waiter is counted out");
     }
 
     #[tokio::test(start_paused = true)]
     async fn times_out_naming_what() {
-        let got: CloudResult<()> =
-            poll("vol-1 to be available", Duration::from_secs(3), || async {
-                Ok(None)
-            })
-            .await;
+        let got: CloudResult<()> = poll(
+            Watch::Volumes,
+            "vol-1 to be available",
+            Duration::from_secs(3),
+            || async { Ok(None) },
+        )
+        .await;
         match got {
             Err(CloudError::Timeout(m)) => assert!(m.contains("vol-1 to be available"), "{m}"),
             other => panic!("{other:?}"),
@@ -97,19 +310,99 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn waiters_wake_on_the_same_tick() {
-        // Two waiters starting at different moments wake at the same instant.
-        epoch();
-        tokio::time::sleep(Duration::from_millis(70)).await;
-        let a = tokio::spawn(async {
-            sleep_to_tick(Duration::from_millis(500)).await;
-            Instant::now()
-        });
-        tokio::time::sleep(Duration::from_millis(130)).await;
-        let b = tokio::spawn(async {
-            sleep_to_tick(Duration::from_millis(500)).await;
-            Instant::now()
-        });
-        assert_eq!(a.await.unwrap(), b.await.unwrap());
+    async fn waiters_wake_on_the_same_tick_while_the_interval_changes() {
+        let pacer = Arc::new(Pacer::default());
+        let _w = pacer.watch(Watch::Volumes);
+        let first = pacer.next_tick();
+        assert_eq!(ms(first - Instant::now()), 222);
+        // A waiter arriving later, after the budget changed, joins that tick.
+        tokio::time::advance(Duration::from_millis(130)).await;
+        pacer.set_describe_rate(10.0);
+        assert_eq!(pacer.next_tick(), first);
+        // Once it has passed, the next one is an interval (now longer) away.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let second = pacer.next_tick();
+        assert_eq!(ms(second - Instant::now()), 444);
+        assert_eq!(pacer.next_tick(), second);
+    }
+
+    fn ms(d: Duration) -> u128 {
+        d.as_millis()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_kind_of_waiter_ticks_within_the_budget() {
+        let pacer = Pacer::default(); // 5 Describe calls per second
+        let _w = pacer.watch(Watch::Volumes);
+        // 1 call a tick, 4.5/s aimed at: 222 ms.
+        assert_eq!(ms(pacer.interval()), 222);
+        // 200 waiters still share one call; 201 need two.
+        let more: Vec<_> = (0..199).map(|_| pacer.watch(Watch::Volumes)).collect();
+        assert_eq!(ms(pacer.interval()), 222);
+        let one_more = pacer.watch(Watch::Volumes);
+        assert_eq!(ms(pacer.interval()), 444);
+        drop((more, one_more));
+        // A second kind watched costs a second call a tick.
+        let _m = pacer.watch(Watch::Modifications);
+        assert_eq!(ms(pacer.interval()), 444);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_describe_calls_lengthen_the_tick_up_to_a_floor() {
+        let pacer = Pacer::default();
+        tokio::time::advance(WINDOW).await;
+        let _w = pacer.watch(Watch::Volumes);
+        // 20 lookups in the window: 2/s of the 4.5/s aimed at; ticks get 2.5/s.
+        for _ in 0..20 {
+            pacer.describe_call(false);
+        }
+        assert_eq!(ms(pacer.interval()), 400);
+        // Ticks' own calls do not count against them.
+        for _ in 0..40 {
+            pacer.describe_call(true);
+        }
+        assert_eq!(ms(pacer.interval()), 400);
+        // A flood leaves ticks a fifth of the budget (0.9/s), not nothing.
+        for _ in 0..200 {
+            pacer.describe_call(false);
+        }
+        assert_eq!(ms(pacer.interval()), 1111);
+        // The window forgets.
+        tokio::time::advance(WINDOW + Duration::from_secs(1)).await;
+        pacer.describe_call(true);
+        assert_eq!(ms(pacer.interval()), 222);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_right_after_start_count_over_the_time_since() {
+        let pacer = Pacer::default();
+        let _w = pacer.watch(Watch::Volumes);
+        // 2 lookups in the first second are 2/s, not 0.2/s: ticks get 2.5/s.
+        pacer.describe_call(false);
+        pacer.describe_call(false);
+        assert_eq!(ms(pacer.interval()), 400);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_that_took_two_calls_are_paced_as_two() {
+        let pacer = Pacer::default();
+        let _w = pacer.watch(Watch::Volumes);
+        // Two ticks, four calls: stragglers split each tick's poll in two.
+        for _ in 0..2 {
+            pacer.woke(Instant::now());
+            pacer.describe_call(true);
+            pacer.describe_call(true);
+            tokio::time::advance(Duration::from_millis(222)).await;
+        }
+        assert_eq!(ms(pacer.interval()), 444);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_follows_the_describe_rate_and_ticks_are_bounded() {
+        let pacer = Pacer::default();
+        pacer.set_describe_rate(100.0); // raised limits: 25/s
+        assert_eq!(pacer.interval(), MIN_TICK);
+        pacer.set_describe_rate(1.0);
+        assert_eq!(pacer.interval(), MAX_TICK);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::cloud::wait::poll;
+use crate::cloud::wait::{Watch, poll};
 use crate::cloud::{Cloud, CloudError, ModificationState, ModifySpec, VolumeId};
 use crate::error::{Error, Result};
 use crate::sync::lock;
@@ -191,10 +191,11 @@ async fn wait_idle(cloud: &dyn Cloud, timeout: Duration, vol: &VolumeId) -> Resu
         _ => return Ok(()),
     }
     poll(
+        Watch::Modifications,
         &format!("the modification in progress on {vol} to complete"),
         timeout,
         || async {
-            Ok(match cloud.modification(vol).await? {
+            Ok(match cloud.poll_modification(vol).await? {
                 Some(m) if busy(&m.state) => None,
                 _ => Some(()),
             })
@@ -211,10 +212,11 @@ async fn wait_effective(
     spec: &ModifySpec,
 ) -> Result<()> {
     poll(
+        Watch::Modifications,
         &format!("the modification of {vol} to take effect"),
         timeout,
         || async {
-            match cloud.modification(vol).await? {
+            match cloud.poll_modification(vol).await? {
                 Some(m) if m.state == ModificationState::Failed => Err(CloudError::Other(format!(
                     "EC2 reports the modification of {vol} as failed"
                 ))),

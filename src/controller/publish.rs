@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Ctl, caps};
 use crate::cloud::devices::{Mapped, Reservation};
-use crate::cloud::wait::poll;
+use crate::cloud::wait::{Watch, poll};
 use crate::cloud::{AttachState, Cloud, CloudError, Instance, InstanceId, Volume, VolumeId};
 use crate::contract::DEVICE_PATH_KEY;
 use crate::contract::attach_limits::{LimitKind, facts_for};
@@ -184,7 +184,7 @@ async fn wait_attached(
     node: &InstanceId,
 ) -> Result<()> {
     let what = format!("volume {vol} to attach to {node}");
-    let outcome = poll(&what, ctl.timeouts.attach, || async {
+    let outcome = poll(Watch::Volumes, &what, ctl.timeouts.attach, || async {
         let v = cloud.poll_volume(vol).await?;
         match v
             .as_ref()
@@ -222,7 +222,7 @@ async fn detach_and_wait(
         Err(e) => return Err(e.into()),
     }
     let what = format!("volume {vol} to detach from {node}");
-    let outcome = poll(&what, ctl.timeouts.detach, || async {
+    let outcome = poll(Watch::Volumes, &what, ctl.timeouts.detach, || async {
         let v = cloud.poll_volume(vol).await?;
         Ok(v.as_ref()
             .and_then(|v| v.attachment_to(node))

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::params::VolumeParams;
 use super::topology::{gib_to_bytes, requested_zones, requisite_zones, size_for, volume_topology};
 use super::{Ctl, caps};
-use crate::cloud::wait::poll;
+use crate::cloud::wait::{Watch, poll};
 use crate::cloud::{
     Cloud, CloudError, Snapshot, SnapshotId, Volume, VolumeId, VolumeSpec, VolumeState,
 };
@@ -398,6 +398,7 @@ fn check_compatible(
 pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &VolumeId) -> Result<Volume> {
     let started = tokio::time::Instant::now();
     let result = poll(
+        Watch::Volumes,
         &format!("volume {id} to become available"),
         ctl.timeouts.create,
         || async {

@@ -55,6 +55,68 @@ impl HostMounter {
             None => Probe::Empty,
         })
     }
+
+    /// Probes `device` with blkid; `zero_probe` answers when blkid finds
+    /// no signature.
+    fn blkid_probe(
+        &self,
+        device: &Path,
+        zero_probe: impl FnOnce() -> Result<Probe, MountError>,
+    ) -> Result<Probe, MountError> {
+        let dev = path_str(device)?;
+        // -p: read the device itself (not the blkid cache), which also
+        // reports partition tables; exit 2 means no signature at all.
+        let out = Command::new("blkid")
+            .args(["-p", "-o", "export", dev])
+            .output()
+            .map_err(|source| MountError::Spawn {
+                command: "blkid".into(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match out.status.code() {
+            Some(0) => {
+                if let Some(kind) = export_value(&text, "TYPE") {
+                    let usage = export_value(&text, "USAGE").unwrap_or("filesystem");
+                    return Ok(if usage == "filesystem" {
+                        Probe::Filesystem(kind.to_string())
+                    } else {
+                        Probe::Other {
+                            kind: kind.to_string(),
+                            usage: usage.to_string(),
+                        }
+                    });
+                }
+                if let Some(table) = export_value(&text, "PTTYPE") {
+                    return Ok(Probe::PartitionTable(table.to_string()));
+                }
+                // A partition describes itself by its entry in the table
+                // (PART_ENTRY_*): that is no signature of its contents.
+                let signatures = text
+                    .lines()
+                    .filter(|l| !l.starts_with("PART_ENTRY_") && !l.starts_with("DEVNAME="))
+                    .filter(|l| !l.trim().is_empty())
+                    .count();
+                if signatures == 0 {
+                    return zero_probe();
+                }
+                Ok(Probe::Other {
+                    kind: text.trim().replace('\n', " "),
+                    usage: "unknown".into(),
+                })
+            }
+            Some(2) => zero_probe(),
+            Some(8) => Ok(Probe::Ambiguous(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )),
+            code => Err(MountError::Command {
+                command: format!("blkid -p -o export {dev}"),
+                status: out.status.to_string(),
+                code,
+                output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
+    }
 }
 
 /// Runs a command to completion and returns its stdout; a non-zero exit is
@@ -178,59 +240,23 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
 
 impl Mounter for HostMounter {
     fn probe(&self, device: &Path) -> Result<Probe, MountError> {
-        let dev = path_str(device)?;
-        // -p: read the device itself (not the blkid cache), which also
-        // reports partition tables; exit 2 means no signature at all.
-        let out = Command::new("blkid")
-            .args(["-p", "-o", "export", dev])
-            .output()
-            .map_err(|source| MountError::Spawn {
-                command: "blkid".into(),
-                source,
-            })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        match out.status.code() {
-            Some(0) => {
-                if let Some(kind) = export_value(&text, "TYPE") {
-                    let usage = export_value(&text, "USAGE").unwrap_or("filesystem");
-                    return Ok(if usage == "filesystem" {
-                        Probe::Filesystem(kind.to_string())
-                    } else {
-                        Probe::Other {
-                            kind: kind.to_string(),
-                            usage: usage.to_string(),
-                        }
-                    });
-                }
-                if let Some(table) = export_value(&text, "PTTYPE") {
-                    return Ok(Probe::PartitionTable(table.to_string()));
-                }
-                // A partition describes itself by its entry in the table
-                // (PART_ENTRY_*): that is no signature of its contents.
-                let signatures = text
-                    .lines()
-                    .filter(|l| !l.starts_with("PART_ENTRY_") && !l.starts_with("DEVNAME="))
-                    .filter(|l| !l.trim().is_empty())
-                    .count();
-                if signatures == 0 {
-                    return self.zero_probe(device);
-                }
-                Ok(Probe::Other {
-                    kind: text.trim().replace('\n', " "),
-                    usage: "unknown".into(),
+        // blkid and the zero check run side by side: the zero check is only
+        // needed when blkid finds no signature (every new volume), and one
+        // after the other they cost the sum of a process start and a few
+        // MiB of reads for nothing.
+        std::thread::scope(|scope| {
+            let zeros = scope.spawn(|| self.zero_probe(device));
+            let zero_probe = move || {
+                zeros.join().unwrap_or_else(|_| {
+                    Err(MountError::io(
+                        "read",
+                        device,
+                        std::io::Error::other("zero check panicked"),
+                    ))
                 })
-            }
-            Some(2) => self.zero_probe(device),
-            Some(8) => Ok(Probe::Ambiguous(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            )),
-            code => Err(MountError::Command {
-                command: format!("blkid -p -o export {dev}"),
-                status: out.status.to_string(),
-                code,
-                output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }),
-        }
+            };
+            self.blkid_probe(device, zero_probe)
+        })
     }
 
     fn format(&self, device: &Path, fs_type: &str, args: &[String]) -> Result<(), MountError> {

@@ -110,6 +110,7 @@ impl Ec2Cloud {
             ec2 = ec2.endpoint_url(endpoint);
         }
         let client = aws_sdk_ec2::Client::from_conf(ec2.build());
+        super::wait::Pacer::global().set_describe_rate(opts.limits.describe.rate);
         Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Ec2Cloud>| {
             let volumes = volumes::by_id(weak.clone());
             let volumes_by_name = volumes::by_name(weak.clone());
@@ -219,6 +220,9 @@ impl Cloud for Ec2Cloud {
     }
     async fn modification(&self, id: &VolumeId) -> CloudResult<Option<Modification>> {
         self.modifications.get(id.as_str()).await
+    }
+    async fn poll_modification(&self, id: &VolumeId) -> CloudResult<Option<Modification>> {
+        self.modifications.get_polled(id.as_str()).await
     }
     async fn create_tags(&self, id: &VolumeId, tags: &[(String, String)]) -> CloudResult<()> {
         self.create_tags_impl(id.as_str(), tags).await

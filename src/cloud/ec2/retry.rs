@@ -26,6 +26,8 @@ use futures_util::future::BoxFuture;
 
 use super::Ec2Cloud;
 use crate::cloud::error::{CloudError, CloudResult};
+use crate::cloud::limiter::is_non_mutating;
+use crate::cloud::wait::{Pacer, in_tick};
 
 /// Attempts for a throttled call before giving up.
 const THROTTLE_ATTEMPTS: u32 = 10;
@@ -135,6 +137,9 @@ impl Ec2Cloud {
         loop {
             attempt += 1;
             let grant = self.limiter.acquire(action).await;
+            if is_non_mutating(action) {
+                Pacer::global().describe_call(in_tick());
+            }
             let started = Instant::now();
             let result = send().await;
             let elapsed = started.elapsed();

@@ -1,0 +1,128 @@
+//! What the benchmarks share: percentiles, the driver's memory and threads
+//! from /proc, and the emulator's transition log (when EC2 changed a state,
+//! so that a benchmark measures the lag from there to the RPC's return).
+
+#![allow(dead_code)] // each benchmark uses a part
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::support::Ec2Sim;
+
+/// The `p` quantile (0..=1) of `values`, sorting a copy; 0 when empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Wall-clock seconds since the epoch (the emulator's event clock).
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A `kB` field of /proc/PID/status in MiB (VmRSS, VmHWM); 0 if absent.
+pub fn status_mib(pid: u32, key: &str) -> f64 {
+    status_field(pid, key).map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The process's thread count.
+pub fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads").unwrap_or(0.0) as u64
+}
+
+fn status_field(pid: u32, key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The emulator's transitions: (kind, id, to state) → when, epoch seconds.
+/// The first of each is kept (a volume is created once, but attached as
+/// many times as a benchmark attaches it: callers ask for the one after
+/// a moment with [`Events::after`]).
+pub struct Events {
+    by_key: HashMap<(String, String, String), Vec<f64>>,
+}
+
+impl Events {
+    /// Everything the emulator logged since its last reset.
+    pub fn fetch(sim: &Ec2Sim) -> Events {
+        let answer = sim.get("events");
+        let mut by_key: HashMap<(String, String, String), Vec<f64>> = HashMap::new();
+        for e in answer["events"].as_array().into_iter().flatten() {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let Some(t) = e["t"].as_f64() else { continue };
+            by_key
+                .entry((text("kind"), text("id"), text("to")))
+                .or_default()
+                .push(t);
+        }
+        for times in by_key.values_mut() {
+            times.sort_by(|a, b| a.total_cmp(b));
+        }
+        assert_eq!(
+            answer["dropped"].as_u64().unwrap_or(0),
+            0,
+            "the emulator's event log overflowed"
+        );
+        Events { by_key }
+    }
+
+    /// The first time `id` (of `kind`) reached `to` at or after `since`.
+    pub fn after(&self, kind: &str, id: &str, to: &str, since: f64) -> Option<f64> {
+        self.by_key
+            .get(&(kind.to_string(), id.to_string(), to.to_string()))?
+            .iter()
+            .copied()
+            .find(|t| *t >= since)
+    }
+}
+
+/// Lags in milliseconds: each RPC's return minus when EC2 made the change
+/// it waited for. Missing events are reported, not guessed.
+pub fn lags_ms(events: &Events, kind: &str, to: &str, done: &[(String, f64, f64)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut missing = 0;
+    for (id, started, returned) in done {
+        match events.after(kind, id, to, *started) {
+            Some(t) => out.push((returned - t) * 1000.0),
+            None => missing += 1,
+        }
+    }
+    if missing > 0 {
+        eprintln!("  ({missing} {kind} → {to} events not found)");
+    }
+    out
+}
+
+/// `p50/p95` of lags, in milliseconds.
+pub fn lag_cell(lags: &[f64]) -> String {
+    if lags.is_empty() {
+        return "-".into();
+    }
+    format!("{:.0}/{:.0}", percentile(lags, 0.5), percentile(lags, 0.95))
+}
+
+/// Sum of the emulator's per-action counts under `section` whose action
+/// starts with `prefix` ("" for all).
+pub fn counted(counters: &Value, section: &str, prefix: &str) -> u64 {
+    counters[section]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v.as_u64().unwrap_or(0))
+        .sum()
+}
