@@ -28,12 +28,22 @@ const CONTROLLER_IDLE: f64 = 8.0;
 
 fn report(what: &str, pid: u32, target: f64) {
     let rss = status_mib(pid, "VmRSS");
+    let (anon, file, shmem) = rss_split(pid);
     println!(
-        "| {what} idle | {rss:.1} | {:.1} | {} | {target:.0} | {:.2} |",
+        "| {what} idle | {rss:.1} | {anon:.1} / {file:.1} / {shmem:.1} | {:.1} | {} | {target:.0} | {:.2} |",
         status_mib(pid, "VmHWM"),
         threads(pid),
         rss / target
     );
+    if std::env::var("BENCH_SMAPS").is_ok() {
+        for (kib, what) in top_mappings(pid, 8) {
+            println!("    {kib:>6} KiB  {what}");
+        }
+        if let Ok(hold) = std::env::var("BENCH_HOLD") {
+            println!("holding pid {pid} for {hold} s");
+            std::thread::sleep(Duration::from_secs(hold.parse().unwrap_or(30)));
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -43,8 +53,10 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     println!("footprint bench");
-    println!("| process | VmRSS MiB | VmHWM MiB | threads | target MiB | ratio |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| process | VmRSS MiB | anon / file / shmem MiB | VmHWM MiB | threads | target MiB | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     {
         let node = Harness::start_with("node", SimOptions::default(), vec![]).await;
         node.wait_ready().await;

@@ -2,7 +2,7 @@
 //! mount(2) (what no driver can avoid) against NodeStageVolume of the empty
 //! device (probe with blkid, the blank-device check, mkfs, mount, the
 //! checks around them, and the gRPC call). Alternating which goes first;
-//! between the two the device is made blank again (its first 4 MiB and
+//! between the two the device is made blank again (its first 8 MiB and
 //! last MiB zeroed, where the probes look). Needs root.
 //!
 //! ```sh
@@ -33,7 +33,7 @@ fn blank(device: &Path) {
         .write(true)
         .open(device)
         .expect("open device");
-    let zeros = vec![0u8; 4 << 20];
+    let zeros = vec![0u8; 8 << 20];
     f.write_all(&zeros).expect("zero head");
     f.seek(SeekFrom::Start(size - (1 << 20))).expect("seek");
     f.write_all(&zeros[..1 << 20]).expect("zero tail");
@@ -119,6 +119,9 @@ async fn main() {
             percentile(v, 0.5),
             percentile(v, 0.95)
         );
+    }
+    if std::env::var("SHOW_LOG").is_ok() {
+        println!("{}", bed.h.driver.log_text());
     }
     println!(
         "overhead p50 {:.1} ms, target ≤ 10 ms (ratio {:.2})",

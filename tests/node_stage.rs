@@ -176,6 +176,39 @@ async fn random_bytes_without_a_filesystem_are_refused_and_left_untouched() {
 }
 
 #[tokio::test]
+async fn data_just_past_four_mib_is_refused_too() {
+    if skip_without_root("data_just_past_four_mib") {
+        return;
+    }
+    // The blank check decides alone when it finds only zeros (blkid is run
+    // only for devices holding something), so its head must reach every
+    // signature blkid knows: LUKS2's last secondary header sits at 4 MiB.
+    let mut bed = NodeBed::start(vec![]).await;
+    let vol = bed.volume(1).await;
+    let dev = vol.device();
+    let at: u64 = (4 << 20) + 512;
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(b"data a driver must not format over").unwrap();
+        f.sync_all().unwrap();
+    }
+    let staging = bed.path("staging");
+    let err = bed
+        .node
+        .node_stage_volume(stage_request(&vol, &staging, mount_cap("xfs", &[]), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&at.to_string()),
+        "names the offset: {}",
+        err.message()
+    );
+    assert!(mount_line(&staging).is_none());
+}
+
+#[tokio::test]
 async fn staging_is_idempotent_and_refuses_a_second_device_on_the_path() {
     if skip_without_root("staging_is_idempotent") {
         return;

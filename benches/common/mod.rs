@@ -39,6 +39,13 @@ pub fn threads(pid: u32) -> u64 {
     status_field(pid, "Threads").unwrap_or(0.0) as u64
 }
 
+/// VmRSS split as /proc/PID/status reports it: (anonymous, file-backed
+/// — the binary's and libraries' pages touched —, shared memory), MiB.
+pub fn rss_split(pid: u32) -> (f64, f64, f64) {
+    let mib = |k| status_field(pid, k).unwrap_or(0.0) / 1024.0;
+    (mib("RssAnon"), mib("RssFile"), mib("RssShmem"))
+}
+
 fn status_field(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -125,4 +132,28 @@ pub fn counted(counters: &Value, section: &str, prefix: &str) -> u64 {
         .filter(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| v.as_u64().unwrap_or(0))
         .sum()
+}
+
+/// The `n` mappings of the process holding the most resident memory, as
+/// (KiB, "path permissions"), from /proc/PID/smaps: where VmRSS goes.
+pub fn top_mappings(pid: u32, n: usize) -> Vec<(u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = parts.next().unwrap_or("");
+            let path = parts.nth(3).unwrap_or("[anon]");
+            current = format!("{path} {perms}");
+        } else if first == "Rss:" {
+            let kb: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut top: Vec<(u64, String)> = by.into_iter().map(|(k, v)| (v, k)).collect();
+    top.sort_by(|a, b| b.cmp(a));
+    top.truncate(n);
+    top
 }
