@@ -39,19 +39,12 @@ fn report(what: &str, pid: u32, target: f64) {
         for (kib, what) in top_mappings(pid, 8) {
             println!("    {kib:>6} KiB  {what}");
         }
-        if let Ok(hold) = std::env::var("BENCH_HOLD") {
-            println!("holding pid {pid} for {hold} s");
-            std::thread::sleep(Duration::from_secs(hold.parse().unwrap_or(30)));
-        }
     }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let ops: usize = std::env::var("BENCH_SOAK_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let ops: usize = env_or("BENCH_SOAK_OPS", 10_000);
     println!("footprint bench");
     println!(
         "| process | VmRSS MiB | anon / file / shmem MiB | VmHWM MiB | threads | target MiB | ratio |"

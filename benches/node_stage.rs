@@ -67,10 +67,7 @@ async fn main() {
         println!("SKIP node_stage bench: needs root (loop devices, mkfs, mount)");
         return;
     }
-    let n: usize = std::env::var("BENCH_STAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let n: usize = env_or("BENCH_STAGES", 20);
     let fs = std::env::var("BENCH_FS").unwrap_or_else(|_| "ext4".into());
     let mut bed = NodeBed::start(vec![]).await;
     let (mut plains, mut stages, mut overheads) = (Vec::new(), Vec::new(), Vec::new());

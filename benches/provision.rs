@@ -117,6 +117,28 @@ fn counts(sim: &Ec2Sim) -> Counts {
     }
 }
 
+/// The row of a phase that took `wall` seconds, from the emulator's
+/// counters since they were last reset.
+fn row(
+    sim: &Ec2Sim,
+    run: String,
+    wall: f64,
+    bound: f64,
+    lags: Vec<(&'static str, Vec<f64>)>,
+    attached_share: Option<f64>,
+) -> Row {
+    let c = counts(sim);
+    Row {
+        run,
+        wall,
+        bound,
+        lags,
+        attached_share,
+        describe_per_s: c.describe as f64 / wall,
+        throttles: c.throttles,
+    }
+}
+
 async fn start() -> Harness {
     let h = Harness::start_with(
         "controller",
@@ -222,26 +244,24 @@ async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
         .map(|(v, _, _, c, p)| (v.clone(), *c, *p))
         .collect();
     let attached: Vec<f64> = lives.iter().map(|(_, _, _, _, p)| p - t0).collect();
-    let c = counts(&h.sim);
     println!(
         "{n} create+publish: EC2 calls {}",
         h.sim.get("counters")["calls"]
     );
-    rows.push(Row {
-        run: format!("{n} create+publish"),
+    rows.push(row(
+        &h.sim,
+        format!("{n} create+publish"),
         wall,
-        bound: bound(2 * n, MUTATING_BURST, ATTACH_S),
-        lags: vec![
+        bound(2 * n, MUTATING_BURST, ATTACH_S),
+        vec![
             ("create", lags_ms(&events, "volume", "available", &creates)),
             (
                 "attach",
                 lags_ms(&events, "attachment", "attached", &publishes),
             ),
         ],
-        attached_share: Some(percentile(&attached, 0.5) / wall),
-        describe_per_s: c.describe as f64 / wall,
-        throttles: c.throttles,
-    });
+        Some(percentile(&attached, 0.5) / wall),
+    ));
     if !all_phases {
         return rows;
     }
@@ -262,16 +282,14 @@ async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
     .await;
     let wall = now() - t0;
     let events = Events::fetch(&h.sim);
-    let c = counts(&h.sim);
-    rows.push(Row {
-        run: format!("{n} unpublish"),
+    rows.push(row(
+        &h.sim,
+        format!("{n} unpublish"),
         wall,
-        bound: bound(n, tokens, DETACH_S),
-        lags: vec![("detach", lags_ms(&events, "attachment", "detached", &done))],
-        attached_share: None,
-        describe_per_s: c.describe as f64 / wall,
-        throttles: c.throttles,
-    });
+        bound(n, tokens, DETACH_S),
+        vec![("detach", lags_ms(&events, "attachment", "detached", &done))],
+        None,
+    ));
 
     // expand
     h.sim.reset_counters();
@@ -286,19 +304,17 @@ async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
     let wall = now() - t0;
     *peak = peak.max(status_mib(h.driver.child.id(), "VmHWM"));
     let events = Events::fetch(&h.sim);
-    let c = counts(&h.sim);
-    rows.push(Row {
-        run: format!("{n} expand"),
+    rows.push(row(
+        &h.sim,
+        format!("{n} expand"),
         wall,
-        bound: bound(n, tokens, MODIFY_S),
-        lags: vec![(
+        bound(n, tokens, MODIFY_S),
+        vec![(
             "modify",
             lags_ms(&events, "modification", "optimizing", &done),
         )],
-        attached_share: None,
-        describe_per_s: c.describe as f64 / wall,
-        throttles: c.throttles,
-    });
+        None,
+    ));
     rows
 }
 
@@ -342,12 +358,12 @@ async fn one_at_a_time(lives: usize) -> Row {
     }
     let wall = now() - t0;
     let events = Events::fetch(&h.sim);
-    let c = counts(&h.sim);
-    Row {
-        run: format!("1 at a time ({lives} lives)"),
+    row(
+        &h.sim,
+        format!("1 at a time ({lives} lives)"),
         wall,
-        bound: lives as f64 * (CREATE_S + ATTACH_S + DETACH_S + MERGE_S + MODIFY_S),
-        lags: vec![
+        lives as f64 * (CREATE_S + ATTACH_S + DETACH_S + MERGE_S + MODIFY_S),
+        vec![
             ("create", lags_ms(&events, "volume", "available", &creates)),
             (
                 "attach",
@@ -362,10 +378,8 @@ async fn one_at_a_time(lives: usize) -> Row {
                 lags_ms(&events, "modification", "optimizing", &modifies),
             ),
         ],
-        attached_share: None,
-        describe_per_s: c.describe as f64 / wall,
-        throttles: c.throttles,
-    }
+        None,
+    )
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -376,10 +390,7 @@ async fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let all_phases = std::env::var("BENCH_PHASES").map_or(true, |p| p != "create");
-    let seq: usize = std::env::var("BENCH_SEQ")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let seq: usize = env_or("BENCH_SEQ", 10);
     println!(
         "provision bench: realistic EC2 delays (create {CREATE_S} s, attach {ATTACH_S} s, detach \
          {DETACH_S} s, modify {MODIFY_S} s), EC2's default buckets, one gRPC connection"

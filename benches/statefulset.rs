@@ -32,10 +32,7 @@ async fn main() {
         println!("SKIP statefulset bench: needs root (loop devices, mkfs, mount)");
         return;
     }
-    let replicas: usize = std::env::var("BENCH_REPLICAS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let replicas: usize = env_or("BENCH_REPLICAS", 20);
     let fs = std::env::var("BENCH_FS").unwrap_or_else(|_| "ext4".into());
     let h = Harness::start_with(
         "all",

@@ -21,6 +21,15 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The number in environment variable `name`, or `default` when unset or
+/// not a number (the benchmarks' knobs).
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Wall-clock seconds since the epoch (the emulator's event clock).
 pub fn now() -> f64 {
     SystemTime::now()
