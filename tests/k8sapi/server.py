@@ -1803,11 +1803,13 @@ def main(argv=None):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                      name="http", daemon=True).start()
 
+    # The parent is read before the ready line: a parent that dies as soon
+    # as it reads that line must not leave us watching our new parent.
+    parent = os.getppid()
     sys.stdout.write(json.dumps({"endpoint": app.endpoint, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
     log.info("listening on %s", app.endpoint)
 
-    parent = os.getppid()
     if not args.no_parent_watch and parent > 1:
         def watch_parent():
             while not stop.wait(0.5):
