@@ -6,9 +6,10 @@
 #
 #   bash tests/csi-sanity.sh [extra csi-sanity flags, e.g. --ginkgo.focus=Node]
 #
-# csi-sanity is found as $CSI_SANITY, on PATH, or at ../shared/bin/csi-sanity
-# (next to this checkout). It is a Go program outside the registries CI can
-# reach; without one this says SKIP and how to get it. FILESYSTEMS="ext4"
+# csi-sanity (v5.4.0, from the Go module proxy) is found as $CSI_SANITY, on
+# PATH, or in $KUBE_BIN_DIR (what `bash tests/kube/build.sh` prints; it
+# installs csi-sanity there). Without one this FAILS when CI is set (CI must
+# run it) and says SKIP with how to get it otherwise. FILESYSTEMS="ext4"
 # narrows the run; CSI_SANITY_KEEP=DIR keeps each run's logs and junit report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,18 +17,27 @@ root="$(pwd)"
 
 sanity="${CSI_SANITY:-}"
 if [ -z "$sanity" ]; then
-    if command -v csi-sanity >/dev/null; then
+    if [ -n "${KUBE_BIN_DIR:-}" ] && [ -x "$KUBE_BIN_DIR/csi-sanity" ]; then
+        sanity="$KUBE_BIN_DIR/csi-sanity"
+    elif command -v csi-sanity >/dev/null; then
         sanity="$(command -v csi-sanity)"
-    elif [ -x "$root/../shared/bin/csi-sanity" ]; then
-        sanity="$root/../shared/bin/csi-sanity"
     fi
 fi
 if [ -z "$sanity" ] || [ ! -x "$sanity" ]; then
-    echo "SKIP csi-sanity: no csi-sanity binary (\$CSI_SANITY, PATH, ../shared/bin/csi-sanity);" \
-        "install it with: go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@v5.5.0"
+    why="no csi-sanity binary (\$CSI_SANITY, \$KUBE_BIN_DIR, PATH); get it with"
+    why="$why 'bash tests/kube/build.sh' or: go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@v5.4.0"
+    if [ -n "${CI:-}" ]; then
+        echo "FAIL csi-sanity: $why" >&2
+        exit 1
+    fi
+    echo "SKIP csi-sanity: $why"
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
+    if [ -n "${CI:-}" ]; then
+        echo "FAIL csi-sanity: CI must run it, and it needs root for loop devices, mkfs and mount" >&2
+        exit 1
+    fi
     echo "SKIP csi-sanity: needs root for loop devices, mkfs and mount"
     exit 0
 fi

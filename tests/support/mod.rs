@@ -8,9 +8,11 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 mod aws;
+pub mod cluster;
 pub mod csi;
 mod ec2sim;
 pub mod k8sapi;
+pub mod kubelet;
 pub mod life;
 pub use ec2sim::{Ec2Sim, SimOptions};
 // Node-test additions: volumes through the emulator, the node test bed.
