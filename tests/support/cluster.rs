@@ -197,11 +197,28 @@ fn make_certs(dir: &Path) {
 /// Bearer tokens of the users that are not service accounts.
 const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// The audit policy: every request of a service account, with its body, so
+/// tests can read what our parts asked of the real server (verb, path, patch
+/// body, answer code) from its audit log.
+const AUDIT_POLICY: &str = r#"{"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+ "omitStages": ["RequestReceived"],
+ "rules": [{"level": "Request", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}]}"#;
+
 impl Cluster {
     /// Starts etcd, kube-apiserver, kube-controller-manager and
     /// kube-scheduler, and waits until the API server is ready and the
     /// controllers have made the `default` service account.
     pub async fn start(tools: Tools) -> Cluster {
+        Cluster::boot(tools, true).await
+    }
+
+    /// Starts etcd and kube-apiserver only: for tests that need the API's
+    /// objects and its RBAC but none of the controllers.
+    pub async fn start_api(tools: Tools) -> Cluster {
+        Cluster::boot(tools, false).await
+    }
+
+    async fn boot(tools: Tools, controllers: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("cluster dir");
         let d = dir.path().to_path_buf();
         make_certs(&d);
@@ -210,6 +227,7 @@ impl Cluster {
             format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"),
         )
         .expect("tokens");
+        std::fs::write(d.join("audit-policy.json"), AUDIT_POLICY).expect("audit policy");
         let port = free_port();
         let server = format!("https://127.0.0.1:{port}");
         let ca = d.join("ca.crt");
@@ -271,10 +289,15 @@ impl Cluster {
                 // init container are privileged.
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                format!("--audit-policy-file={}", s(&d.join("audit-policy.json"))),
+                format!("--audit-log-path={}", s(&d.join("audit.log"))),
                 "--v=1".into(),
             ],
         );
         cluster.wait_ready().await;
+        if !controllers {
+            return cluster;
+        }
         let admin = s(&cluster.admin);
         let kcm_port = free_port();
         cluster.spawn_bin(
@@ -472,6 +495,18 @@ impl Cluster {
             .join(format!("{namespace}-{name}.kubeconfig"));
         write_kubeconfig(&path, &self.server, &self.ca, token.trim());
         path
+    }
+
+    /// The audit log's events of service account `namespace/name`
+    /// (`user.username` system:serviceaccount:NS:NAME), oldest first.
+    pub fn audit(&self, namespace: &str, name: &str) -> Vec<Value> {
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["user"]["username"] == user.as_str())
+            .collect()
     }
 
     /// The last lines of every process's log, for failure messages.
