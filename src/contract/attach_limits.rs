@@ -92,15 +92,17 @@ pub fn lookup(instance_type: &str) -> Option<AttachFacts> {
     table().get(instance_type).copied()
 }
 
-/// The facts of `instance_type`, and a warning when the table lacks it.
+/// The facts of `instance_type`, and a note when the table lacks it (most
+/// Nitro types: the table lists only the exceptions to the default).
 pub fn facts_for(instance_type: &str) -> (AttachFacts, Option<String>) {
     match lookup(instance_type) {
         Some(f) => (f, None),
         None => (
             DEFAULT_FACTS,
             Some(format!(
-                "instance type {instance_type:?} is not in the attachment-limit table ({}); \
-                 assuming the default Nitro limit of {} shared attachments (set \
+                "instance type {instance_type:?} is not among the exceptions of the \
+                 attachment-limit table ({}): the default Nitro limit of {} shared \
+                 attachments applies, as in the reference driver (set \
                  --volume-attach-limit if that is wrong)",
                 source(),
                 DEFAULT_FACTS.max_attachments

@@ -11,7 +11,8 @@
 //! - never below 1: Kubernetes reads 0 as "no limit".
 //!
 //! A type the table does not list gets the default Nitro limit (27 shared)
-//! with a warning naming the flag that overrides it.
+//! with a note naming the flag that overrides it (logged at info: the table
+//! lists only the exceptions, so most Nitro types are absent).
 
 use crate::contract::attach_limits::{LimitKind, facts_for};
 
