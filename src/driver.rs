@@ -84,6 +84,11 @@ where
             legacy_xfs: opts.legacy_xfs,
         }))
     });
+    // Once every dependency is up, the code start-up ran is unmapped and
+    // faults back in page by page (src/residency.rs): most of an idle
+    // driver's memory was its own binary's pages.
+    let shed = readiness.clone();
+    tokio::spawn(crate::residency::shed_when_ready(move || shed.is_ready()));
     let identity = IdentityService::new(opts.mode.runs_controller(), readiness);
 
     tracing::info!(

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod node;
 pub mod options;
 pub mod readiness;
+pub mod residency;
 pub mod rpc;
 pub mod server;
 pub mod sync;

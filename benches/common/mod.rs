@@ -55,6 +55,21 @@ pub fn rss_split(pid: u32) -> (f64, f64, f64) {
     (mib("RssAnon"), mib("RssFile"), mib("RssShmem"))
 }
 
+/// Proportional set size from /proc/PID/smaps_rollup: (Pss, Pss_Anon,
+/// Pss_File), MiB — file pages shared with other processes (the binary's,
+/// libc's) counted by share, which is what a node pays per process.
+pub fn pss_split(pid: u32) -> (f64, f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("Pss"), field("Pss_Anon"), field("Pss_File"))
+}
+
 fn status_field(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
