@@ -229,6 +229,8 @@ fn controller_state(opts: &Options, instance: Option<InstanceState>) -> Result<C
         instance,
         inflight: Default::default(),
         devices: Default::default(),
+        instances: Default::default(),
+        created: Default::default(),
         modifier: Modifier::new(opts.modify_volume_request_handler_timeout),
         timeouts: Timeouts {
             create: opts.create_timeout,

@@ -447,3 +447,46 @@ async fn publishing_past_the_instance_limit_is_resource_exhausted() {
         .await
         .expect("publish after a detach");
 }
+
+#[tokio::test]
+async fn volumes_published_one_by_one_describe_their_node_once() {
+    // Create-then-publish, one volume after another, as a StatefulSet's
+    // pods come up: nothing runs concurrently, so nothing coalesces. The
+    // node's view is read once (within its TTL) and kept by our own
+    // attaches; a volume just created is attached without describing it.
+    let h = controller("fast", vec![]).await;
+    let node = h.sim.run_instance("us-east-1a").await;
+    let mut c = h.driver.controller().await;
+    h.sim.reset_counters();
+    let n = 20;
+    let mut devices = Vec::new();
+    for i in 0..n {
+        let vol = c
+            .create_volume(create_req(&format!("pvc-seq-{i}"), 1, params(&[])))
+            .await
+            .expect("create")
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id;
+        let published = c
+            .controller_publish_volume(publish_req(&vol, &node))
+            .await
+            .expect("publish")
+            .into_inner();
+        devices.push(published.publish_context["devicePath"].clone());
+    }
+    let counters = h.sim.get("counters");
+    let calls = &counters["calls"];
+    println!(
+        "{n} create+publish one by one: {:.2} DescribeVolumes and {:.2} DescribeInstances per volume, calls {calls}",
+        calls["DescribeVolumes"].as_u64().unwrap_or(0) as f64 / n as f64,
+        calls["DescribeInstances"].as_u64().unwrap_or(0) as f64 / n as f64,
+    );
+    assert_eq!(calls["DescribeInstances"], 1, "{calls}");
+    assert_eq!(calls["AttachVolume"], n, "no device name refused: {calls}");
+    let mut unique = devices.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), n as usize, "{devices:?}");
+}

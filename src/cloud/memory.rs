@@ -8,8 +8,10 @@
 //! pending transition advances one step whenever the object is looked up,
 //! so a poller sees `creating` once and then `available`. Tests can queue
 //! errors per action ([`MemoryCloud::fail_next`]), make attachments stick
-//! in `attaching` ([`MemoryCloud::stick_attachments`]), and read the log of
-//! calls ([`MemoryCloud::calls`]).
+//! in `attaching` ([`MemoryCloud::stick_attachments`]), change an
+//! instance's mappings behind the driver's back ([`MemoryCloud::set_mapped`]),
+//! and read the log of calls ([`MemoryCloud::calls`]) or count them by
+//! action ([`MemoryCloud::count`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -80,6 +82,24 @@ impl MemoryCloud {
             );
             id
         })
+    }
+
+    /// Maps `device` on instance `id` (or unmaps it, `mapped` false)
+    /// behind the driver's back, as another tool's attach or detach would.
+    pub fn set_mapped(&self, id: &InstanceId, device: &str, mapped: bool) {
+        self.with(|s| {
+            let Some(i) = s.instances.get_mut(id) else {
+                return;
+            };
+            i.devices.retain(|d| d.name != device);
+            if mapped {
+                i.devices.push(BlockDevice {
+                    name: device.to_string(),
+                    volume_id: None,
+                    card: None,
+                });
+            }
+        });
     }
 
     /// Makes the next call of `action` fail with `error` (queued: several

@@ -5,8 +5,10 @@
 //! module named for what it does.
 
 pub mod caps;
+pub mod created;
 pub mod group;
 pub mod inspect;
+pub mod instances;
 pub mod modifier;
 pub mod modify;
 pub mod params;
@@ -72,6 +74,10 @@ pub struct Ctl {
     pub inflight: crate::inflight::InFlight,
     /// Device names per instance.
     pub devices: DeviceAllocator,
+    /// What each instance has attached, as far as publishing goes.
+    pub instances: instances::InstanceViews,
+    /// Volumes just created and seen `available`, for the first publish.
+    pub created: created::CreatedVolumes,
     /// Wait bounds.
     pub timeouts: Timeouts,
     /// Merges and serialises modifications per volume.

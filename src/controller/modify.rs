@@ -241,6 +241,8 @@ pub async fn modify(
     let missing = || Error::NotFound(format!("volume {:?} does not exist", req.volume_id));
     let id = VolumeId::parse(&req.volume_id).ok_or_else(missing)?;
     let cloud = ctl.cloud()?;
+    // Its type may change: the next publish describes it (see `created`).
+    ctl.created.forget(&id);
     let v = cloud.volume(&id).await?.ok_or_else(missing)?;
     let spec = params.plan(&v, v.size_gib)?;
     cloud.delete_tags(&id, &params.delete_tags).await?;

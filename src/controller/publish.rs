@@ -3,10 +3,13 @@
 
 use std::collections::HashMap;
 
+use super::instances::View;
 use super::{Ctl, caps};
-use crate::cloud::devices::{Mapped, Reservation};
+use crate::cloud::devices::Reservation;
 use crate::cloud::wait::{Watch, poll};
-use crate::cloud::{AttachState, Cloud, CloudError, Instance, InstanceId, Volume, VolumeId};
+use crate::cloud::{
+    AttachState, BlockDevice, Cloud, CloudError, Instance, InstanceId, Volume, VolumeId,
+};
 use crate::contract::DEVICE_PATH_KEY;
 use crate::contract::attach_limits::{LimitKind, facts_for};
 use crate::csi;
@@ -51,10 +54,19 @@ pub async fn publish(
     })?;
     let cloud = ctl.cloud()?;
     let _guard = ctl.inflight.claim(vol.as_str(), "volume")?;
-    let (volume, instance) = tokio::join!(cloud.volume(vol), cloud.instance(node));
+    // A volume CreateVolume has just seen `available` needs no describing
+    // (see `created`); the node's instance comes from its view.
+    let (volume, view) = match ctl.created.take(vol) {
+        Some(known) => (
+            Ok(Some(known)),
+            ctl.instances.get(cloud.as_ref(), node).await,
+        ),
+        None => tokio::join!(cloud.volume(vol), ctl.instances.get(cloud.as_ref(), node)),
+    };
     let volume = volume?.ok_or_else(|| Error::NotFound(format!("volume {vol} does not exist")))?;
-    let instance = instance?
-        .ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))?;
+    let view =
+        view?.ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))?;
+    let instance = &view.instance;
     if let Some(why) = caps::unsupported(
         cap,
         Some(volume.volume_type.multi_attach() && volume.multi_attach),
@@ -69,6 +81,7 @@ pub async fn publish(
     }
     if let Some(att) = volume.attachment_to(node) {
         let device = att.device.clone();
+        note_attached(ctl, vol, node, &device, None);
         if att.state != AttachState::Attached {
             wait_attached(ctl, cloud.as_ref(), vol, node).await?;
         }
@@ -76,25 +89,19 @@ pub async fn publish(
     }
     let others = volume.attached_instances();
     if !others.is_empty() && !volume.multi_attach {
-        return Err(Error::FailedPrecondition(format!(
-            "volume {vol} is attached to {} and is not multi-attach; it must be unpublished there first",
-            volume.attached_instance_names().join(", ")
-        )));
+        return Err(attached_elsewhere(&volume));
     }
 
     // Two rounds: if the first attachment sticks in `attaching`, it is
-    // detached and tried again under another name rather than waited on
-    // forever.
-    let mut mapped = instance.mapped();
+    // detached and tried again under another name (the stuck one cools
+    // down) rather than waited on forever.
     for round in 0..2 {
-        let (device, _reservation) =
-            attach(ctl, cloud.as_ref(), &volume, &instance, &mapped).await?;
+        let (device, _reservation) = attach(ctl, cloud.as_ref(), &volume, &view).await?;
         match wait_attached(ctl, cloud.as_ref(), vol, node).await {
             Ok(()) => return Ok(published(&device)),
             Err(Error::DeadlineExceeded(m)) if round == 0 => {
                 tracing::warn!(volume_id = %vol, node_id = %node, %device, "attachment stuck: {m}; detaching to retry");
                 ctl.devices.cool_down(node.as_str(), &device);
-                mapped.names.push(device);
                 detach_and_wait(ctl, cloud.as_ref(), vol, node).await?;
             }
             Err(e) => return Err(e),
@@ -103,28 +110,69 @@ pub async fn publish(
     unreachable!("the second round returns")
 }
 
+/// FailedPrecondition for a volume that is not multi-attach and attached
+/// to other instances.
+fn attached_elsewhere(volume: &Volume) -> Error {
+    Error::FailedPrecondition(format!(
+        "volume {} is attached to {} and is not multi-attach; it must be unpublished there first",
+        volume.id,
+        volume.attached_instance_names().join(", ")
+    ))
+}
+
+/// Records in the instance's view that `vol` is attached as `device`.
+fn note_attached(ctl: &Ctl, vol: &VolumeId, node: &InstanceId, device: &str, card: Option<u32>) {
+    ctl.instances.attached(
+        node,
+        BlockDevice {
+            name: device.to_string(),
+            volume_id: Some(vol.clone()),
+            card,
+        },
+    );
+}
+
 /// Reserves a device name and calls AttachVolume, moving to another name
 /// when EC2 says the name is in use. Returns the name attached as.
+///
+/// The instance's view starts as `view`; it is read from EC2 again when
+/// EC2 says a name is in use (someone else attached there) and when it has
+/// no name left but was not read by this publish, and marked for reading
+/// when EC2's refusal means it may be wrong (attachment limit, instance
+/// not found or in the wrong state).
 async fn attach<'c>(
     ctl: &'c Ctl,
     cloud: &dyn Cloud,
     volume: &Volume,
-    instance: &Instance,
-    mapped: &Mapped,
+    view: &View,
 ) -> Result<(String, Option<Reservation<'c>>)> {
     let vol = &volume.id;
-    let node = &instance.id;
-    let (facts, _) = facts_for(&instance.instance_type);
-    for _ in 0..NAME_ATTEMPTS {
-        let reservation = ctl
-            .devices
-            .reserve(node.as_str(), mapped, facts.cards)
-            .ok_or_else(|| {
-                limit_reached(
-                    instance,
-                    &format!("no device name is left ({} in use)", mapped.names.len()),
-                )
-            })?;
+    let node = &view.instance.id;
+    let mut view = view.clone();
+    let reread = |seen: u64| async move {
+        ctl.instances
+            .reread(cloud, node, seen)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("node (instance) {node} does not exist")))
+    };
+    let mut attempts = 0;
+    while attempts < NAME_ATTEMPTS {
+        let (facts, _) = facts_for(&view.instance.instance_type);
+        let (reservation, mapped) = ctl.instances.reserve(&view, &ctl.devices, facts.cards);
+        let Some(reservation) = reservation else {
+            if !view.fresh {
+                // Kept from an earlier read: others may have freed names.
+                view = reread(view.generation).await?;
+                view.fresh = true;
+                continue;
+            }
+            return Err(limit_reached(
+                &view.instance,
+                mapped,
+                &format!("no device name is left ({mapped} in use)"),
+            ));
+        };
+        attempts += 1;
         let name = reservation.name.clone();
         match cloud
             .attach_volume(vol, node, &name, reservation.card)
@@ -132,6 +180,7 @@ async fn attach<'c>(
         {
             Ok(()) => {
                 tracing::info!(volume_id = %vol, node_id = %node, device = %name, card = ?reservation.card, "attach requested");
+                note_attached(ctl, vol, node, &name, reservation.card);
                 // Held until the attachment is complete: until then the
                 // instance's mappings may not list the name yet.
                 return Ok((name, Some(reservation)));
@@ -139,17 +188,34 @@ async fn attach<'c>(
             Err(CloudError::DeviceInUse(m)) => {
                 tracing::info!(device = %name, "device name in use on {node}, trying another: {m}");
                 ctl.devices.cool_down(node.as_str(), &name);
+                drop(reservation);
+                view = reread(view.generation).await?;
             }
             Err(CloudError::InUse(m)) => {
-                // Someone attached it meanwhile (an earlier, timed-out call).
-                if let Some(v) = cloud.volume(vol).await?
-                    && let Some(att) = v.attachment_to(node)
-                {
-                    return Ok((att.device.clone(), None));
-                }
-                return Err(Error::FailedPrecondition(m));
+                // Attached meanwhile: by an earlier, timed-out call of ours,
+                // or elsewhere (a record of `created` can be that stale).
+                return match cloud.volume(vol).await? {
+                    Some(v) => match v.attachment_to(node) {
+                        Some(att) => {
+                            note_attached(ctl, vol, node, &att.device, None);
+                            Ok((att.device.clone(), None))
+                        }
+                        None if !v.attached_instances().is_empty() && !v.multi_attach => {
+                            Err(attached_elsewhere(&v))
+                        }
+                        None => Err(Error::FailedPrecondition(m)),
+                    },
+                    None => Err(Error::NotFound(format!("volume {vol} does not exist"))),
+                };
             }
-            Err(CloudError::LimitExceeded(m)) => return Err(limit_reached(instance, &m)),
+            Err(CloudError::LimitExceeded(m)) => {
+                ctl.instances.invalidate(node, view.generation);
+                return Err(limit_reached(&view.instance, mapped, &m));
+            }
+            Err(e @ (CloudError::NotFound(_) | CloudError::IncorrectState(_))) => {
+                ctl.instances.invalidate(node, view.generation);
+                return Err(e.into());
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -159,8 +225,9 @@ async fn attach<'c>(
 }
 
 /// ResourceExhausted for a node that can take no more volumes, naming the
-/// node, its type's limit (from the attachment table) and `why`.
-fn limit_reached(instance: &Instance, why: &str) -> Error {
+/// node, its type's limit (from the attachment table), the `mapped`
+/// devices counted and `why`.
+fn limit_reached(instance: &Instance, mapped: usize, why: &str) -> Error {
     let (facts, _) = facts_for(&instance.instance_type);
     let shared = match facts.kind {
         LimitKind::Shared => format!(" shared with its {} network interface(s)", instance.enis),
@@ -169,10 +236,7 @@ fn limit_reached(instance: &Instance, why: &str) -> Error {
     Error::ResourceExhausted(format!(
         "node {} ({}) cannot take another volume: {why}; its type allows {} EBS attachments{shared}, \
          {} device(s) are mapped",
-        instance.id,
-        instance.instance_type,
-        facts.max_attachments,
-        instance.devices.len()
+        instance.id, instance.instance_type, facts.max_attachments, mapped
     ))
 }
 
@@ -204,7 +268,11 @@ async fn wait_attached(
     .await;
     match outcome {
         Ok(()) => Ok(()),
-        Err(CloudError::IncorrectState(m)) => Err(Error::Aborted(format!("{m}; retry"))),
+        Err(CloudError::IncorrectState(m)) => {
+            // The view holds the attachment as ours; EC2 disagrees.
+            ctl.instances.expire(node);
+            Err(Error::Aborted(format!("{m}; retry")))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -218,7 +286,10 @@ async fn detach_and_wait(
 ) -> Result<()> {
     match cloud.detach_volume(vol, node, false).await {
         Ok(()) | Err(CloudError::IncorrectState(_)) => {}
-        Err(CloudError::NotFound(_)) => return Ok(()),
+        Err(CloudError::NotFound(_)) => {
+            ctl.instances.detached(node, vol);
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     }
     let what = format!("volume {vol} to detach from {node}");
@@ -231,7 +302,12 @@ async fn detach_and_wait(
     })
     .await;
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // Its device name is free again (EC2's own mappings may take a
+            // moment to say so; a refusal of the name re-reads them).
+            ctl.instances.detached(node, vol);
+            Ok(())
+        }
         Err(CloudError::Timeout(m)) => Err(Error::DeadlineExceeded(format!(
             "{m}; if the attachment is busy the device is still in use on the node"
         ))),
@@ -267,6 +343,8 @@ pub async fn unpublish(
     if attached {
         detach_and_wait(ctl, cloud.as_ref(), &vol, &node).await?;
         tracing::info!(volume_id = %vol, node_id = %node, "detached");
+    } else {
+        ctl.instances.detached(&node, &vol);
     }
     Ok(csi::ControllerUnpublishVolumeResponse {})
 }

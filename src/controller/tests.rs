@@ -19,6 +19,8 @@ use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use crate::error::Error;
 use crate::readiness::Slot;
 
+mod views;
+
 const GIB: i64 = 1 << 30;
 
 fn ctl(cloud: &Arc<MemoryCloud>) -> Ctl {
@@ -31,6 +33,8 @@ fn ctl(cloud: &Arc<MemoryCloud>) -> Ctl {
         instance: None,
         inflight: Default::default(),
         devices: Default::default(),
+        instances: Default::default(),
+        created: Default::default(),
         timeouts: Timeouts::default(),
         modifier: Modifier::new(Duration::from_millis(50)),
     }

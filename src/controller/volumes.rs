@@ -260,6 +260,8 @@ pub async fn create(ctl: &Ctl, req: csi::CreateVolumeRequest) -> Result<csi::Cre
             create_new(ctl, cloud.as_ref(), &req.name, spec).await?
         }
     };
+    // The publish that usually follows can skip describing it.
+    ctl.created.record(&volume);
     Ok(csi::CreateVolumeResponse {
         volume: Some(csi::Volume {
             capacity_bytes: gib_to_bytes(volume.size_gib),
@@ -452,6 +454,7 @@ pub async fn delete(ctl: &Ctl, req: csi::DeleteVolumeRequest) -> Result<csi::Del
     };
     let cloud = ctl.cloud()?;
     let _guard = ctl.inflight.claim(id.as_str(), "volume")?;
+    ctl.created.forget(&id);
     match cloud.volume(&id).await? {
         None => return Ok(csi::DeleteVolumeResponse {}),
         Some(v) if !v.attached_instances().is_empty() => {
