@@ -14,6 +14,7 @@ use super::{Ctl, Timeouts, modify, publish, snapshots, volumes};
 use crate::cloud::memory::{MemoryCloud, ZONE};
 use crate::cloud::{Cloud, CloudError, InstanceId, ModifySpec, VolumeId, VolumeState};
 use crate::csi;
+use crate::csi::controller_service_capability::rpc::Type as Cap;
 use crate::csi::volume_capability::access_mode::Mode;
 use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use crate::error::Error;
@@ -511,4 +512,45 @@ async fn snapshot_rules() {
         "the snapshot was deleted",
     );
     assert_eq!(cloud.snapshots().len(), 1, "only snap-a is left");
+}
+
+#[test]
+fn advertised_capabilities_are_the_references_plus_what_csi_sanity_v5_4_knows() {
+    // The reference v1.64 advertises these seven; ours adds only
+    // capabilities csi-test v5.4.0 knows (it fails on an unknown one, as
+    // GET_SNAPSHOT was).
+    let reference = [
+        Cap::CreateDeleteVolume,
+        Cap::CloneVolume,
+        Cap::PublishUnpublishVolume,
+        Cap::CreateDeleteSnapshot,
+        Cap::ListSnapshots,
+        Cap::ExpandVolume,
+        Cap::ModifyVolume,
+    ];
+    for c in reference {
+        assert!(super::CAPABILITIES.contains(&c), "{c:?}");
+    }
+    let known_to_csi_sanity = [
+        Cap::CreateDeleteVolume,
+        Cap::PublishUnpublishVolume,
+        Cap::ListVolumes,
+        Cap::GetCapacity,
+        Cap::CreateDeleteSnapshot,
+        Cap::ListSnapshots,
+        Cap::PublishReadonly,
+        Cap::CloneVolume,
+        Cap::ExpandVolume,
+        Cap::ModifyVolume,
+        Cap::ListVolumesPublishedNodes,
+        Cap::GetVolume,
+        Cap::VolumeCondition,
+        Cap::SingleNodeMultiWriter,
+    ];
+    for c in super::CAPABILITIES {
+        assert!(
+            known_to_csi_sanity.contains(&c),
+            "{c:?} is unknown to csi-sanity v5.4.0"
+        );
+    }
 }
