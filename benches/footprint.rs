@@ -8,6 +8,9 @@
 //!
 //! ```sh
 //! cargo bench --bench footprint              # BENCH_SOAK_OPS=10000
+//! # the shipped binary, measured by a harness built in the dev profile:
+//! cargo build --release --bin ebs-csi-driver
+//! BENCH_DRIVER_BIN=target/release/ebs-csi-driver cargo bench --profile dev --bench footprint
 //! ```
 
 mod common;

@@ -181,7 +181,10 @@ pub fn spawn_driver(
     env: &[(String, String)],
 ) -> Child {
     let log_file = std::fs::File::create(log).expect("create driver log");
-    let mut cmd = Command::new(DRIVER_BIN);
+    // Benchmarks may measure another build of the driver (say the release
+    // binary with a harness built in the dev profile): BENCH_DRIVER_BIN.
+    let bin = std::env::var_os("BENCH_DRIVER_BIN").unwrap_or_else(|| DRIVER_BIN.into());
+    let mut cmd = Command::new(bin);
     if !mode.is_empty() {
         cmd.arg(mode);
     }
