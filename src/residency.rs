@@ -116,6 +116,16 @@ pub fn shed_startup_code() -> u64 {
     dropped
 }
 
+/// This process's file-backed resident memory (RssFile), KiB.
+fn rss_file_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssFile:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Waits (up to ten minutes) until `ready` holds, then sheds the start-up
 /// code once.
 pub async fn shed_when_ready(ready: impl Fn() -> bool) {
@@ -124,11 +134,14 @@ pub async fn shed_when_ready(ready: impl Fn() -> bool) {
             // Let the first requests after readiness (kubelet's and the
             // sidecars' probes) run their code before it is dropped.
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let before = rss_file_kib();
             let kib = tokio::task::spawn_blocking(shed_startup_code)
                 .await
                 .unwrap_or(0);
             tracing::debug!(
                 mapped_kib = kib,
+                rss_file_kib_before = before,
+                rss_file_kib_after = rss_file_kib(),
                 "start-up code unmapped; what runs from now on faults back in"
             );
             return;
