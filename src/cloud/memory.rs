@@ -49,6 +49,7 @@ struct State {
 #[derive(Default)]
 pub struct MemoryCloud {
     state: Mutex<State>,
+    pacer: crate::cloud::wait::Pacer,
 }
 
 /// The zone instances and volumes are in unless a test says otherwise.
@@ -260,6 +261,9 @@ fn not_found(what: &str, id: &str) -> CloudError {
 
 #[async_trait]
 impl Cloud for MemoryCloud {
+    fn pacer(&self) -> &crate::cloud::wait::Pacer {
+        &self.pacer
+    }
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
         self.with(|s| s.create("CreateVolume", spec))
     }

@@ -42,6 +42,9 @@ pub trait Ec2Observer: Send + Sync {
 /// in [`memory`].
 #[async_trait]
 pub trait Cloud: Send + Sync {
+    /// The schedule waits on this Cloud tick on (see [`wait`]): one per
+    /// Describe budget, which is the account's, so the Cloud's.
+    fn pacer(&self) -> &wait::Pacer;
     /// CreateVolume with the spec's ClientToken and creation tags; returns
     /// the volume as EC2 answered (usually `creating`).
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume>;

@@ -14,8 +14,8 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ pub enum Watch {
 #[derive(Debug)]
 pub struct Pacer {
     /// Describe calls per second the driver may make, all together.
-    budget: Mutex<f64>,
+    budget: f64,
     waiting: [AtomicUsize; 2],
     /// When recent Describe calls were made, and whether a tick made them.
     calls: Mutex<VecDeque<(Instant, bool)>>,
@@ -80,7 +80,7 @@ impl Pacer {
     /// A pacer allowed `budget` Describe calls per second.
     pub fn new(budget: f64) -> Self {
         Pacer {
-            budget: Mutex::new(budget),
+            budget,
             waiting: [AtomicUsize::new(0), AtomicUsize::new(0)],
             calls: Mutex::new(VecDeque::new()),
             ticks: Mutex::new(VecDeque::new()),
@@ -89,15 +89,10 @@ impl Pacer {
         }
     }
 
-    /// The process's pacer.
-    pub fn global() -> &'static Pacer {
-        static PACER: OnceLock<Pacer> = OnceLock::new();
-        PACER.get_or_init(Pacer::default)
-    }
-
-    /// Sets the budget from the Describe bucket's rate.
-    pub fn set_describe_rate(&self, rate: f64) {
-        *crate::sync::lock(&self.budget) = rate * DESCRIBE_SHARE;
+    /// A pacer for a Describe bucket refilling at `rate` calls per second
+    /// (it spends [`DESCRIBE_SHARE`] of it).
+    pub fn for_describe_rate(rate: f64) -> Self {
+        Pacer::new(rate * DESCRIBE_SHARE)
     }
 
     /// Records one Describe call; `tick` when a tick's poll made it.
@@ -179,7 +174,7 @@ impl Pacer {
     /// the calls a tick costs.
     pub fn interval(&self) -> Duration {
         let per_tick = self.calls_per_tick().max(1.0);
-        let budget = *crate::sync::lock(&self.budget) * AIM;
+        let budget = self.budget * AIM;
         // Ticks keep at least a fifth of the budget: a flood of lookups
         // slows the waits down, it does not stop them.
         let room = (budget - self.other_rate()).max(budget / 5.0);
@@ -222,22 +217,15 @@ pub fn in_tick() -> bool {
 
 /// Polls `check` on shared ticks until it yields a value, fails, or
 /// `limit` passes (then [`CloudError::Timeout`] naming `what`). `watch`
-/// says which Describe call `check` makes, for the [`Pacer`].
+/// says which Describe call `check` makes, for `pacer`: the
+/// [`Cloud`](super::Cloud)'s, one schedule per Describe budget (and, in
+/// tests, per clock: paused clocks of different runtimes do not mix).
 ///
 /// The first check waits for the first tick too: callers poll right after
 /// they asked EC2 for a change, whose answer already told them the state,
 /// and an immediate check would be an unaligned call that coalesces with
 /// nothing.
-pub async fn poll<T, F, Fut>(watch: Watch, what: &str, limit: Duration, check: F) -> CloudResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = CloudResult<Option<T>>>,
-{
-    poll_with(Pacer::global(), watch, what, limit, check).await
-}
-
-/// [`poll`] with a given pacer.
-pub async fn poll_with<T, F, Fut>(
+pub async fn poll<T, F, Fut>(
     pacer: &Pacer,
     watch: Watch,
     what: &str,
@@ -276,7 +264,7 @@ mod tests {
     async fn polls_until_ready() {
         let n = Arc::new(AtomicU32::new(0));
         let pacer = Pacer::default();
-        let got = poll_with(
+        let got = poll(
             &pacer,
             Watch::Volumes,
             "thing",
@@ -297,6 +285,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn times_out_naming_what() {
         let got: CloudResult<()> = poll(
+            &Pacer::default(),
             Watch::Volumes,
             "vol-1 to be available",
             Duration::from_secs(3),
@@ -315,9 +304,10 @@ mod tests {
         let _w = pacer.watch(Watch::Volumes);
         let first = pacer.next_tick();
         assert_eq!(ms(first - Instant::now()), 222);
-        // A waiter arriving later, after the budget changed, joins that tick.
+        // A waiter arriving later, after the interval changed (a second
+        // kind watched costs a second call a tick), joins that tick.
         tokio::time::advance(Duration::from_millis(130)).await;
-        pacer.set_describe_rate(10.0);
+        let _m = pacer.watch(Watch::Modifications);
         assert_eq!(pacer.next_tick(), first);
         // Once it has passed, the next one is an interval (now longer) away.
         tokio::time::advance(Duration::from_millis(100)).await;
@@ -399,10 +389,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_follows_the_describe_rate_and_ticks_are_bounded() {
-        let pacer = Pacer::default();
-        pacer.set_describe_rate(100.0); // raised limits: 25/s
-        assert_eq!(pacer.interval(), MIN_TICK);
-        pacer.set_describe_rate(1.0);
-        assert_eq!(pacer.interval(), MAX_TICK);
+        let raised = Pacer::for_describe_rate(100.0); // 25/s
+        assert_eq!(raised.interval(), MIN_TICK);
+        let starved = Pacer::for_describe_rate(1.0);
+        assert_eq!(starved.interval(), MAX_TICK);
     }
 }

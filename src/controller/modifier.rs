@@ -191,6 +191,7 @@ async fn wait_idle(cloud: &dyn Cloud, timeout: Duration, vol: &VolumeId) -> Resu
         _ => return Ok(()),
     }
     poll(
+        cloud.pacer(),
         Watch::Modifications,
         &format!("the modification in progress on {vol} to complete"),
         timeout,
@@ -212,6 +213,7 @@ async fn wait_effective(
     spec: &ModifySpec,
 ) -> Result<()> {
     poll(
+        cloud.pacer(),
         Watch::Modifications,
         &format!("the modification of {vol} to take effect"),
         timeout,

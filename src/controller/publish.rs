@@ -248,23 +248,29 @@ async fn wait_attached(
     node: &InstanceId,
 ) -> Result<()> {
     let what = format!("volume {vol} to attach to {node}");
-    let outcome = poll(Watch::Volumes, &what, ctl.timeouts.attach, || async {
-        let v = cloud.poll_volume(vol).await?;
-        match v
-            .as_ref()
-            .and_then(|v| v.attachment_to(node))
-            .map(|a| &a.state)
-        {
-            Some(AttachState::Attached) => Ok(Some(())),
-            Some(AttachState::Attaching) => Ok(None),
-            Some(other) => Err(CloudError::IncorrectState(format!(
-                "attachment of {vol} to {node} is {other:?} while attaching"
-            ))),
-            None => Err(CloudError::IncorrectState(format!(
-                "attachment of {vol} to {node} vanished while attaching"
-            ))),
-        }
-    })
+    let outcome = poll(
+        cloud.pacer(),
+        Watch::Volumes,
+        &what,
+        ctl.timeouts.attach,
+        || async {
+            let v = cloud.poll_volume(vol).await?;
+            match v
+                .as_ref()
+                .and_then(|v| v.attachment_to(node))
+                .map(|a| &a.state)
+            {
+                Some(AttachState::Attached) => Ok(Some(())),
+                Some(AttachState::Attaching) => Ok(None),
+                Some(other) => Err(CloudError::IncorrectState(format!(
+                    "attachment of {vol} to {node} is {other:?} while attaching"
+                ))),
+                None => Err(CloudError::IncorrectState(format!(
+                    "attachment of {vol} to {node} vanished while attaching"
+                ))),
+            }
+        },
+    )
     .await;
     match outcome {
         Ok(()) => Ok(()),
@@ -293,13 +299,19 @@ async fn detach_and_wait(
         Err(e) => return Err(e.into()),
     }
     let what = format!("volume {vol} to detach from {node}");
-    let outcome = poll(Watch::Volumes, &what, ctl.timeouts.detach, || async {
-        let v = cloud.poll_volume(vol).await?;
-        Ok(v.as_ref()
-            .and_then(|v| v.attachment_to(node))
-            .is_none()
-            .then_some(()))
-    })
+    let outcome = poll(
+        cloud.pacer(),
+        Watch::Volumes,
+        &what,
+        ctl.timeouts.detach,
+        || async {
+            let v = cloud.poll_volume(vol).await?;
+            Ok(v.as_ref()
+                .and_then(|v| v.attachment_to(node))
+                .is_none()
+                .then_some(()))
+        },
+    )
     .await;
     match outcome {
         Ok(()) => {

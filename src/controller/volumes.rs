@@ -400,6 +400,7 @@ fn check_compatible(
 pub async fn wait_available(ctl: &Ctl, cloud: &dyn Cloud, id: &VolumeId) -> Result<Volume> {
     let started = tokio::time::Instant::now();
     let result = poll(
+        cloud.pacer(),
         Watch::Volumes,
         &format!("volume {id} to become available"),
         ctl.timeouts.create,

@@ -28,6 +28,7 @@ use super::coalesce::Coalescer;
 use super::error::{CloudError, CloudResult};
 use super::limiter::{Limiter, LimiterConfig};
 use super::types::*;
+use super::wait::Pacer;
 use super::{Cloud, Ec2Observer};
 
 pub use retry::{Rule, blind_retry_safe, rule};
@@ -70,6 +71,8 @@ pub struct Ec2Cloud {
     snapshots_by_name: Coalescer<Snapshot>,
     modifications: Coalescer<Modification>,
     zones: OnceCell<Vec<String>>,
+    /// Ticks for this account's Describe budget (see [`super::wait`]).
+    pacer: Pacer,
 }
 
 impl Ec2Cloud {
@@ -110,7 +113,6 @@ impl Ec2Cloud {
             ec2 = ec2.endpoint_url(endpoint);
         }
         let client = aws_sdk_ec2::Client::from_conf(ec2.build());
-        super::wait::Pacer::global().set_describe_rate(opts.limits.describe.rate);
         Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Ec2Cloud>| {
             let volumes = volumes::by_id(weak.clone());
             let volumes_by_name = volumes::by_name(weak.clone());
@@ -129,6 +131,7 @@ impl Ec2Cloud {
                 snapshots_by_name,
                 modifications,
                 zones: OnceCell::new(),
+                pacer: Pacer::for_describe_rate(opts.limits.describe.rate),
             }
         }))
     }
@@ -167,6 +170,9 @@ impl Ec2Cloud {
 
 #[async_trait]
 impl Cloud for Ec2Cloud {
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
     async fn create_volume(&self, spec: &VolumeSpec) -> CloudResult<Volume> {
         self.create_volume_impl(spec).await
     }

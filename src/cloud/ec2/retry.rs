@@ -27,7 +27,7 @@ use futures_util::future::BoxFuture;
 use super::Ec2Cloud;
 use crate::cloud::error::{CloudError, CloudResult};
 use crate::cloud::limiter::is_non_mutating;
-use crate::cloud::wait::{Pacer, in_tick};
+use crate::cloud::wait::in_tick;
 
 /// Attempts for a throttled call before giving up.
 const THROTTLE_ATTEMPTS: u32 = 10;
@@ -138,7 +138,7 @@ impl Ec2Cloud {
             attempt += 1;
             let grant = self.limiter.acquire(action).await;
             if is_non_mutating(action) {
-                Pacer::global().describe_call(in_tick());
+                self.pacer.describe_call(in_tick());
             }
             let started = Instant::now();
             let result = send().await;
