@@ -243,10 +243,21 @@ async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
         .iter()
         .map(|(v, _, _, c, p)| (v.clone(), *c, *p))
         .collect();
+    let created: Vec<f64> = lives.iter().map(|(_, _, _, c, _)| c - t0).collect();
     let attached: Vec<f64> = lives.iter().map(|(_, _, _, _, p)| p - t0).collect();
     println!(
         "{n} create+publish: EC2 calls {}",
         h.sim.get("counters")["calls"]
+    );
+    let deciles = |v: &[f64]| {
+        [0.1, 0.25, 0.5, 0.75, 0.9]
+            .map(|p| format!("{:.1}", percentile(v, p)))
+            .join("/")
+    };
+    println!(
+        "{n} create+publish: seconds from the start to created {}, to attached {} (p10/p25/p50/p75/p90)",
+        deciles(&created),
+        deciles(&attached)
     );
     rows.push(row(
         &h.sim,

@@ -150,6 +150,7 @@ impl Ec2Cloud {
                     return Ok(value);
                 }
                 Err(e) => {
+                    self.limiter.refused(action);
                     let code = error_code(&e);
                     let err = CloudError::from_sdk(action, e);
                     let throttled = matches!(err, CloudError::Throttled(_));
