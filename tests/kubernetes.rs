@@ -13,14 +13,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ebs_csi_driver::csi;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Tools};
 use support::k8sapi::fixture;
-use support::{DRIVER_BIN, Driver, DriverConfig, wait_bounded};
+use support::kube_node::{eventually, node_driver, taint_keys};
+use support::{DRIVER_BIN, Driver, wait_bounded};
 
 const SA_NS: &str = "kube-system";
 const NODE_SA: &str = "ebs-csi-node-sa";
@@ -99,31 +100,12 @@ fn attachment(name: &str, node: &str) -> Value {
     va
 }
 
-fn taint_keys(node: &Value) -> Vec<String> {
-    node["spec"]["taints"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|x| x["key"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The audit events of `sa` whose request path names `needle`.
 fn requests_about(c: &Cluster, sa: &str, needle: &str) -> Vec<Value> {
     c.audit(SA_NS, sa)
         .into_iter()
         .filter(|e| e["requestURI"].as_str().is_some_and(|u| u.contains(needle)))
         .collect()
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The cluster with our deploy/ RBAC and the service accounts it names.
@@ -134,38 +116,6 @@ struct Api {
 }
 
 impl Api {
-    /// A node driver as `kubeconfig`'s account for Node `node`, IMDS
-    /// pointed at a closed port (as with a hop limit of 1).
-    async fn node_driver(
-        &self,
-        kubeconfig: &Path,
-        node: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Driver {
-        let mut all_args = vec![
-            format!("--kubeconfig={}", kubeconfig.display()),
-            "--metadata-timeout=1".to_string(),
-        ];
-        all_args.extend(args.iter().map(|a| a.to_string()));
-        let mut all_env = vec![
-            ("CSI_NODE_NAME".to_string(), node.to_string()),
-            (
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
-                "http://127.0.0.1:9".to_string(),
-            ),
-            ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ];
-        all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Driver::start_with(DriverConfig {
-            mode: "node",
-            args: all_args,
-            env: all_env,
-            socket: None,
-        })
-        .await
-    }
-
     fn node(&self, name: &str) -> Value {
         self.cluster.get_json(&["node", name]).expect("node")
     }
@@ -255,14 +205,13 @@ async fn identity_from_the_node(api: &Api) {
     node["metadata"]["labels"]["node.kubernetes.io/instance-type"] = json!("m7i.large");
     api.cluster.apply(&[node]);
     for sources in ["imds,kubernetes", "kubernetes,imds", "kubernetes"] {
-        let d = api
-            .node_driver(
-                &api.node_sa,
-                name,
-                &[&format!("--metadata-sources={sources}")],
-                &[("DISABLE_TAINT_WATCHER", "1")],
-            )
-            .await;
+        let d = node_driver(
+            &api.node_sa,
+            name,
+            &[&format!("--metadata-sources={sources}")],
+            &[("DISABLE_TAINT_WATCHER", "1")],
+        )
+        .await;
         let info = node_info(&d)
             .await
             .unwrap_or_else(|e| panic!("{sources}: {e:?}\n{}", d.log_text()));
@@ -298,14 +247,13 @@ async fn a_provider_id_that_is_not_aws(api: &Api) {
     let mut node = node_object(name);
     node["spec"]["providerID"] = json!("gce://project/us-central1-a/node-1");
     api.cluster.apply(&[node]);
-    let d = api
-        .node_driver(
-            &api.node_sa,
-            name,
-            &["--metadata-sources=kubernetes"],
-            &[("DISABLE_TAINT_WATCHER", "1")],
-        )
-        .await;
+    let d = node_driver(
+        &api.node_sa,
+        name,
+        &["--metadata-sources=kubernetes"],
+        &[("DISABLE_TAINT_WATCHER", "1")],
+    )
+    .await;
     let err = node_info(&d).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(err.message().contains("gce://project"), "{}", err.message());
@@ -351,7 +299,7 @@ async fn the_startup_taint_is_removed_once_and_only_that_taint(api: &Api) {
     let name = "ip-192-168-1-11.ec2.internal";
     api.cluster
         .apply(&[node_object(name), csinode_object(name, false)]);
-    let d = api.node_driver(&api.node_sa, name, &IDENTITY, &[]).await;
+    let d = node_driver(&api.node_sa, name, &IDENTITY, &[]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let patches = |c: &Cluster| -> Vec<Value> {
         requests_about(c, NODE_SA, &format!("/nodes/{name}"))
@@ -401,7 +349,7 @@ async fn without_permissions_or_when_disabled_nothing_is_patched(api: &Api) {
     api.cluster
         .apply(&[node_object(name), csinode_object(name, true)]);
     let nobody = api.cluster.kubeconfig_for(SA_NS, "e2e-nobody");
-    let d = api.node_driver(&nobody, name, &IDENTITY, &[]).await;
+    let d = node_driver(&nobody, name, &IDENTITY, &[]).await;
     d.wait_ready().await;
     eventually("the driver to give up", Duration::from_secs(10), || {
         d.log_text()
@@ -419,14 +367,13 @@ async fn without_permissions_or_when_disabled_nothing_is_patched(api: &Api) {
     drop(d);
 
     let quiet = api.cluster.kubeconfig_for(SA_NS, "e2e-quiet");
-    let d = api
-        .node_driver(
-            &quiet,
-            name,
-            &IDENTITY,
-            &[("DISABLE_TAINT_WATCHER", "true")],
-        )
-        .await;
+    let d = node_driver(
+        &quiet,
+        name,
+        &IDENTITY,
+        &[("DISABLE_TAINT_WATCHER", "true")],
+    )
+    .await;
     d.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked = api.cluster.audit(SA_NS, "e2e-quiet");

@@ -11,36 +11,16 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ebs_csi_driver::csi;
-use serde_json::{Value, json};
+use serde_json::json;
+use support::Driver;
 use support::k8sapi::{KubeApi, fixture};
-use support::{Driver, DriverConfig};
+use support::kube_node::{self, eventually, taint_keys};
 
 const NODE: &str = "ip-192-168-1-10.ec2.internal";
 
 /// A node driver using the stand-in, IMDS pointed at a closed port.
 async fn node_driver(api: &KubeApi, args: &[&str], env: &[(&str, &str)]) -> Driver {
-    let mut all_args = vec![
-        format!("--kubeconfig={}", api.kubeconfig.display()),
-        "--metadata-timeout=1".to_string(),
-    ];
-    all_args.extend(args.iter().map(|a| a.to_string()));
-    let mut all_env = vec![
-        ("CSI_NODE_NAME".to_string(), NODE.to_string()),
-        // Nothing listens there: IMDS is unreachable, as with hop limit 1.
-        (
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT".to_string(),
-            "http://127.0.0.1:9".to_string(),
-        ),
-        ("AWS_REGION".to_string(), "us-east-1".to_string()),
-    ];
-    all_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Driver::start_with(DriverConfig {
-        mode: "node",
-        args: all_args,
-        env: all_env,
-        socket: None,
-    })
-    .await
+    kube_node::node_driver(&api.kubeconfig, NODE, args, env).await
 }
 
 /// The identity flags, so taint tests need neither IMDS nor the Node.
@@ -50,25 +30,6 @@ const IDENTITY: [&str; 4] = [
     "--instance-type=m5.large",
     "--region=us-east-1",
 ];
-
-fn taint_keys(node: &Value) -> Vec<String> {
-    node["spec"]["taints"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|x| x["key"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_stale_test_is_answered_422_and_retried_with_the_fresh_node() {

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod csi;
 mod ec2sim;
 pub mod k8sapi;
+pub mod kube_node;
 pub mod kubelet;
 pub mod life;
 pub use ec2sim::{Ec2Sim, SimOptions};
