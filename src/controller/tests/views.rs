@@ -41,6 +41,16 @@ fn attach_names(cloud: &MemoryCloud, vol: &str) -> Vec<String> {
         .collect()
 }
 
+/// An in-memory Cloud with one m5.large and two created volumes.
+async fn two_volumes() -> (Arc<MemoryCloud>, Ctl, InstanceId, String, String) {
+    let cloud = Arc::new(MemoryCloud::default());
+    let ctl = ctl(&cloud);
+    let node = cloud.add_instance(ZONE, "m5.large");
+    let a = create(&ctl, "pvc-a", 1).await;
+    let b = create(&ctl, "pvc-b", 1).await;
+    (cloud, ctl, node, a, b)
+}
+
 #[tokio::test(start_paused = true)]
 async fn publishes_to_one_instance_cost_one_describe_instances_within_the_ttl() {
     let cloud = Arc::new(MemoryCloud::default());
@@ -80,11 +90,7 @@ async fn publishes_to_one_instance_cost_one_describe_instances_within_the_ttl() 
 
 #[tokio::test(start_paused = true)]
 async fn the_view_is_read_again_after_the_ttl() {
-    let cloud = Arc::new(MemoryCloud::default());
-    let ctl = ctl(&cloud);
-    let node = cloud.add_instance(ZONE, "m5.large");
-    let a = create(&ctl, "pvc-a", 1).await;
-    let b = create(&ctl, "pvc-b", 1).await;
+    let (cloud, ctl, node, a, b) = two_volumes().await;
     assert_eq!(device(&ctl, &a, &node).await, "/dev/xvdaa");
     // Someone else takes the next name; once the view has expired it is
     // read again, so the name is never tried.
@@ -97,11 +103,7 @@ async fn the_view_is_read_again_after_the_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn a_name_in_use_rereads_the_view_and_takes_another_name() {
-    let cloud = Arc::new(MemoryCloud::default());
-    let ctl = ctl(&cloud);
-    let node = cloud.add_instance(ZONE, "m5.large");
-    let a = create(&ctl, "pvc-a", 1).await;
-    let b = create(&ctl, "pvc-b", 1).await;
+    let (cloud, ctl, node, a, b) = two_volumes().await;
     assert_eq!(device(&ctl, &a, &node).await, "/dev/xvdaa");
     // Within the TTL someone else maps two names the view does not know.
     cloud.set_mapped(&node, "/dev/xvdab", true);
@@ -115,11 +117,7 @@ async fn a_name_in_use_rereads_the_view_and_takes_another_name() {
 
 #[tokio::test(start_paused = true)]
 async fn a_completed_detach_frees_the_name_in_the_view() {
-    let cloud = Arc::new(MemoryCloud::default());
-    let ctl = ctl(&cloud);
-    let node = cloud.add_instance(ZONE, "m5.large");
-    let a = create(&ctl, "pvc-a", 1).await;
-    let b = create(&ctl, "pvc-b", 1).await;
+    let (cloud, ctl, node, a, b) = two_volumes().await;
     assert_eq!(device(&ctl, &a, &node).await, "/dev/xvdaa");
     assert_eq!(device(&ctl, &b, &node).await, "/dev/xvdab");
     unpublish(&ctl, &a, &node).await;
@@ -131,11 +129,7 @@ async fn a_completed_detach_frees_the_name_in_the_view() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_view_kept_from_earlier_is_read_again_before_refusing() {
-    let cloud = Arc::new(MemoryCloud::default());
-    let ctl = ctl(&cloud);
-    let node = cloud.add_instance(ZONE, "m5.large");
-    let a = create(&ctl, "pvc-a", 1).await;
-    let b = create(&ctl, "pvc-b", 1).await;
+    let (cloud, ctl, node, a, b) = two_volumes().await;
     let all = crate::cloud::devices::candidates();
     for name in &all {
         cloud.set_mapped(&node, name, true);
