@@ -259,6 +259,15 @@ async fn parallel(n: usize, all_phases: bool, peak: &mut f64) -> Vec<Row> {
         deciles(&created),
         deciles(&attached)
     );
+    let log = h.driver.log_text();
+    for action in ["DescribeVolumes", "CreateVolume", "AttachVolume"] {
+        let ms = ec2_call_ms(&log, action);
+        println!(
+            "{n} create+publish: {action} took {} ms (p50/p95 of {} calls, as the driver timed them)",
+            lag_cell(&ms),
+            ms.len()
+        );
+    }
     rows.push(row(
         &h.sim,
         format!("{n} create+publish"),

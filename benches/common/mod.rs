@@ -146,6 +146,24 @@ pub fn lag_cell(lags: &[f64]) -> String {
     format!("{:.0}/{:.0}", percentile(lags, 0.5), percentile(lags, 0.95))
 }
 
+/// Milliseconds each successful EC2 call of `action` took, as the driver
+/// logged them (`ec2 call` debug lines): the emulator's share of a lag.
+pub fn ec2_call_ms(log: &str, action: &str) -> Vec<f64> {
+    let quoted = format!("action=\"{action}\"");
+    let bare = format!("action={action} ");
+    log.lines()
+        .filter(|l| l.contains(" ec2 call ") || l.ends_with(" ec2 call"))
+        .filter(|l| l.contains(&quoted) || l.contains(&bare))
+        .filter_map(|l| {
+            let rest = &l[l.find(" ms=")? + 4..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
 /// Sum of the emulator's per-action counts under `section` whose action
 /// starts with `prefix` ("" for all).
 pub fn counted(counters: &Value, section: &str, prefix: &str) -> u64 {

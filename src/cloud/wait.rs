@@ -182,16 +182,24 @@ impl Pacer {
     }
 
     /// The next tick: the one already scheduled, or, once it has passed,
-    /// one [`interval`](Self::interval) from now. One schedule for every
-    /// waiter, so waiters wake together even while the interval changes
-    /// (per-waiter grids of different intervals would each cost a call).
+    /// one [`interval`](Self::interval) after it (or from now, after a
+    /// pause with no waiters). One schedule for every waiter, so waiters
+    /// wake together even while the interval changes (per-waiter grids of
+    /// different intervals would each cost a call). Counting from the last
+    /// tick, not from when its poll returned, keeps the Describe call's own
+    /// time out of the spacing: counted from the return, a 20–80 ms call
+    /// stretched every 222 ms interval by as much, and the lag with it.
     pub fn next_tick(&self) -> Instant {
         let now = Instant::now();
         let mut next = crate::sync::lock(&self.next);
         match *next {
             Some(at) if at > now => at,
-            _ => {
-                let at = now + self.interval();
+            last => {
+                let interval = self.interval();
+                let at = last
+                    .map(|at| at + interval)
+                    .filter(|at| *at > now)
+                    .unwrap_or(now + interval);
                 *next = Some(at);
                 at
             }
@@ -309,11 +317,45 @@ mod tests {
         tokio::time::advance(Duration::from_millis(130)).await;
         let _m = pacer.watch(Watch::Modifications);
         assert_eq!(pacer.next_tick(), first);
-        // Once it has passed, the next one is an interval (now longer) away.
+        // Once it has passed, the next one is an interval (now longer)
+        // after it, however late the waiters ask.
         tokio::time::advance(Duration::from_millis(100)).await;
         let second = pacer.next_tick();
-        assert_eq!(ms(second - Instant::now()), 444);
+        assert_eq!(ms(second - first), 444);
         assert_eq!(pacer.next_tick(), second);
+        // After a pause longer than the interval, counting starts anew.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let third = pacer.next_tick();
+        assert_eq!(ms(third - Instant::now()), 444);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_describe_call_does_not_stretch_the_ticks() {
+        let pacer = Pacer::default();
+        let checks = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let got = poll(
+            &pacer,
+            Watch::Volumes,
+            "thing",
+            Duration::from_secs(60),
+            || {
+                let checks = checks.clone();
+                async move {
+                    let mut seen = crate::sync::lock(&checks);
+                    seen.push(ms(Instant::now() - start));
+                    let n = seen.len();
+                    drop(seen);
+                    // The call itself takes 80 ms.
+                    tokio::time::sleep(Duration::from_millis(80)).await;
+                    Ok((n >= 4).then_some(n))
+                }
+            },
+        )
+        .await;
+        assert_eq!(got, Ok(4));
+        // Ticks 222.2 ms apart (the timer rounds up to whole ms), not 302.
+        assert_eq!(*crate::sync::lock(&checks), vec![223, 445, 667, 889]);
     }
 
     fn ms(d: Duration) -> u128 {
