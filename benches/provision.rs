@@ -14,7 +14,11 @@
 //! ```
 //! `BENCH_VOLUMES`: comma-separated N (default `500,1000`); the unpublish
 //! and expand phases run for the first N only (`BENCH_PHASES=create` skips
-//! them). `BENCH_SEQ`: lives one at a time (default 10).
+//! them). `BENCH_SEQ`: lives one at a time (default 10). `BENCH_JITTER`:
+//! percent by which the emulator spreads each delay (default 20; real EC2
+//! varies by seconds, and with fixed delays every transition falls at the
+//! same phase of the driver's poll ticks, which skews the lag; 0 for the
+//! fixed delays of earlier runs).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -150,7 +154,16 @@ async fn start() -> Harness {
     )
     .await;
     h.wait_ready().await;
+    h.sim.post(
+        "config",
+        &serde_json::json!({"delays": {"jitter": jitter(), "seed": 20261207}}),
+    );
     h
+}
+
+/// The emulator's delay jitter, a fraction (`BENCH_JITTER` percent).
+fn jitter() -> f64 {
+    env_or("BENCH_JITTER", 20) as f64 / 100.0
 }
 
 fn expand_req(vol: &str, gib: i64) -> csi::ControllerExpandVolumeRequest {
@@ -413,7 +426,8 @@ async fn main() {
     let seq: usize = env_or("BENCH_SEQ", 10);
     println!(
         "provision bench: realistic EC2 delays (create {CREATE_S} s, attach {ATTACH_S} s, detach \
-         {DETACH_S} s, modify {MODIFY_S} s), EC2's default buckets, one gRPC connection"
+         {DETACH_S} s, modify {MODIFY_S} s, each ±{:.0} %), EC2's default buckets, one gRPC connection",
+        jitter() * 100.0
     );
     println!(
         "(snapshots: CreateSnapshot returns at once, the snapshotter polls; no driver wait to measure)"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -55,41 +56,69 @@ PROFILES: dict[str, dict[str, float]] = {
 
 
 class Delays:
-    """The active delay table: a profile name plus optional per-key overrides."""
+    """The active delay table: a profile name plus optional per-key overrides.
+
+    `jitter` (a fraction, 0 by default) spreads every delay drawn from the
+    table uniformly over ±jitter of its value, from a generator seeded by
+    `seed`, so runs repeat. Real EC2's transitions vary by seconds; with
+    every attach taking exactly 5 s, a driver polling on a fixed grid sees
+    each transition at the same phase of its grid, and a lag measured
+    against it reflects that coincidence rather than the polling.
+    """
 
     def __init__(self, profile: str = "fast") -> None:
         self.profile = "fast"
         self.table = dict(PROFILES["fast"])
+        self.jitter = 0.0
+        self.seed = 0
+        self._rng = random.Random(0)
         self.configure(profile)
 
     def configure(self, spec: Any) -> None:
-        """Accept a profile name, or {"profile": name, <key>: seconds, ...}."""
+        """Accept a profile name, or {"profile": name, "jitter": fraction,
+        "seed": int, <key>: seconds, ...}."""
         if isinstance(spec, str):
             spec = {"profile": spec}
         if not isinstance(spec, dict):
             raise ValueError("delays must be a profile name or an object")
         table = dict(self.table)
         profile = self.profile
+        jitter, seed = self.jitter, self.seed
         if "profile" in spec:
             profile = spec["profile"]
             if profile not in PROFILES:
                 raise ValueError(f"unknown delay profile {profile!r} (none, fast, realistic)")
             table = dict(PROFILES[profile])
+            jitter = 0.0
         for key, value in spec.items():
             if key == "profile":
                 continue
+            if key == "jitter":
+                jitter = float(value)
+                if not 0.0 <= jitter < 1.0:
+                    raise ValueError(f"delay jitter {value!r} must be a fraction in [0, 1)")
+                continue
+            if key == "seed":
+                seed = int(value)
+                continue
             if key not in table:
-                raise ValueError(f"unknown delay key {key!r}; known: {sorted(table)}")
+                raise ValueError(f"unknown delay key {key!r}; known: {sorted(table)} (and jitter, seed)")
             if float(value) < 0:
                 raise ValueError(f"delay {key} must be >= 0")
             table[key] = float(value)
         self.profile, self.table = profile, table
+        if (jitter, seed) != (self.jitter, self.seed) or "seed" in spec:
+            self._rng = random.Random(seed)
+        self.jitter, self.seed = jitter, seed
 
     def __getitem__(self, key: str) -> float:
-        return self.table[key]
+        base = self.table[key]
+        if self.jitter == 0.0 or base == 0.0:
+            return base
+        return base * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
 
     def as_json(self) -> dict[str, Any]:
-        return {"profile": self.profile, **self.table}
+        return {"profile": self.profile, **self.table, "jitter": self.jitter, "seed": self.seed}
 
 
 def lazy_progress(start: float, duration: float, now: float | None = None) -> int:

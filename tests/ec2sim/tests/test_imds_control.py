@@ -105,6 +105,24 @@ def test_realistic_profile_takes_seconds(ec2, sim):
     assert 2.0 <= total <= 5.0
 
 
+def test_jitter_spreads_delays_repeatably_and_is_validated(ec2, sim):
+    from ec2sim.states import Delays
+
+    d = Delays({"profile": "realistic", "jitter": 0.2, "seed": 7})
+    draws = [d["attach"] for _ in range(200)]
+    assert all(4.0 <= x <= 6.0 for x in draws), (min(draws), max(draws))
+    assert max(draws) - min(draws) > 1.0, "jitter spreads the delays"
+    again = Delays({"profile": "realistic", "jitter": 0.2, "seed": 7})
+    assert [again["attach"] for _ in range(200)] == draws, "the same seed repeats"
+    assert Delays("realistic")["attach"] == 5.0, "no jitter unless asked"
+    cfg = sim.configure(delays={"profile": "fast", "jitter": 0.5, "seed": 1})
+    assert cfg["delays"]["jitter"] == 0.5 and cfg["delays"]["seed"] == 1
+    for bad in (b'{"delays": {"jitter": 1.5}}', b'{"delays": {"jitter": -0.1}}'):
+        assert sim.http("POST", "/_sim/config", bad, {"Content-Type": "application/json"})[0] == 400
+    # A profile resets the jitter with the rest of the table.
+    assert sim.configure(delays="fast")["delays"]["jitter"] == 0.0
+
+
 def test_state_endpoint(ec2, sim):
     sim.configure(delays={"create": 2.0})
     v = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
