@@ -203,7 +203,7 @@ mod tests {
             tokio::task::yield_now().await;
             Ok::<_, Error>(Response::new(buf.iter().map(|b| *b as u64).sum::<u64>()))
         };
-        let fut = run("Probe", Ids::default(), async {
+        let fut = super::run("Probe", Ids::default(), async {
             body.await.map(|r| r.into_inner())
         });
         // Only the box's pointer and the span's state: the 8 KB body lives
