@@ -277,16 +277,7 @@ async fn fast_snapshot_restore_and_refused_lock_delete_the_snapshot() {
             .any(|f| f.snapshot_id() == Some(ok.snapshot_id.as_str()))
     );
 
-    let before = h
-        .sim
-        .sdk()
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .len();
+    let before = h.sim.own_snapshots().await.len();
     let err = c
         .create_snapshot(snap_req(
             "fsr-bad",
@@ -315,16 +306,7 @@ async fn fast_snapshot_restore_and_refused_lock_delete_the_snapshot() {
         "{}",
         err.message()
     );
-    let after = h
-        .sim
-        .sdk()
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap()
-        .snapshots()
-        .len();
+    let after = h.sim.own_snapshots().await.len();
     assert_eq!(before, after, "refused snapshots were deleted, not leaked");
 }
 

@@ -50,19 +50,8 @@ async fn life(fs: &str) {
     }
     // Nothing of ours is left in EC2 or on the machine.
     assert!(h.sim.all_volumes().await.is_empty(), "volumes left in EC2");
-    let snaps = h
-        .sim
-        .sdk()
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        snaps.snapshots().is_empty(),
-        "snapshots left: {:?}",
-        snaps.snapshots()
-    );
+    let snaps = h.sim.own_snapshots().await;
+    assert!(snaps.is_empty(), "snapshots left: {snaps:?}");
     let links: Vec<_> = std::fs::read_dir(&h.sim.device_dir).unwrap().collect();
     assert!(links.is_empty(), "device links left: {links:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use steps::*;
 use support::cluster::{Cluster, Tools};
-use support::kubelet::{Kubelet, quantity_bytes};
+use support::kubelet::{Kubelet, Published, quantity_bytes};
 use support::node::skip_without_root;
 use support::{DRIVER_BIN, Ec2Sim, SimOptions, connect};
 use tokio::sync::Mutex;

@@ -8,7 +8,7 @@ use super::*;
 /// the class's parameters and the provisioner's tags in EC2.
 pub(crate) async fn workloads(w: &mut World) {
     for (file, _, _, _) in STATEFULSETS {
-        w.kubectl(&["apply", "-f", &format!("{ROOT}/{file}")]);
+        w.apply_file(file);
     }
     let io1 = json!([
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "legacy-io1", "namespace": "default"},
@@ -168,19 +168,11 @@ pub(crate) async fn expansion(w: &mut World) {
 /// made ready by the snapshot controller and csi-snapshotter, restored into
 /// a new claim that holds the same bytes.
 pub(crate) async fn snapshot_and_restore(w: &mut World) {
-    w.kubectl(&[
-        "apply",
-        "-f",
-        &format!("{ROOT}/examples/snapshot/1-source.yaml"),
-    ]);
+    w.apply_file("examples/snapshot/1-source.yaml");
     let source = w
-        .until(
+        .published_claim(
             "the snapshot example's source pod on its volume",
-            Duration::from_secs(180),
-            async |w| {
-                let k = w.kubelet.lock().await;
-                k.published().into_iter().find(|p| p.claim == "source-data")
-            },
+            "source-data",
         )
         .await;
     let data: Vec<u8> = (0..1 << 20)
@@ -194,11 +186,7 @@ pub(crate) async fn snapshot_and_restore(w: &mut World) {
         f.sync_all().expect("fsync");
         nix::unistd::syncfs(&f).expect("syncfs");
     }
-    w.kubectl(&[
-        "apply",
-        "-f",
-        &format!("{ROOT}/examples/snapshot/2-snapshot.yaml"),
-    ]);
+    w.apply_file("examples/snapshot/2-snapshot.yaml");
     let snap = w
         .until(
             "the VolumeSnapshot readyToUse",
@@ -214,16 +202,8 @@ pub(crate) async fn snapshot_and_restore(w: &mut World) {
         .as_str()
         .unwrap()
         .to_string();
-    let snaps = w
-        .sim
-        .sdk()
-        .describe_snapshots()
-        .owner_ids("self")
-        .send()
-        .await
-        .expect("DescribeSnapshots");
+    let snaps = w.sim.own_snapshots().await;
     let ours: Vec<_> = snaps
-        .snapshots()
         .iter()
         .filter(|s| {
             s.tags()
@@ -254,22 +234,9 @@ pub(crate) async fn snapshot_and_restore(w: &mut World) {
         "the snapshot is of the source claim's volume ({content})"
     );
 
-    w.kubectl(&[
-        "apply",
-        "-f",
-        &format!("{ROOT}/examples/snapshot/3-restore.yaml"),
-    ]);
+    w.apply_file("examples/snapshot/3-restore.yaml");
     let restored = w
-        .until(
-            "the restored claim's pod on its volume",
-            Duration::from_secs(180),
-            async |w| {
-                let k = w.kubelet.lock().await;
-                k.published()
-                    .into_iter()
-                    .find(|p| p.claim == "restored-data")
-            },
-        )
+        .published_claim("the restored claim's pod on its volume", "restored-data")
         .await;
     let back = std::fs::read(restored.target.join("snapshot-check.bin"))
         .expect("the file is in the restored volume");

@@ -82,6 +82,20 @@ impl World {
         self.cluster.get_json(args)
     }
 
+    /// Applies one of the repository's manifests (a path from its root).
+    pub(crate) fn apply_file(&self, file: &str) {
+        self.kubectl(&["apply", "-f", &format!("{ROOT}/{file}")]);
+    }
+
+    /// Waits (up to 180 s) for kubelet to publish `claim`'s volume to a pod.
+    pub(crate) async fn published_claim(&mut self, what: &str, claim: &str) -> Published {
+        self.until(what, Duration::from_secs(180), async |w| {
+            let k = w.kubelet.lock().await;
+            k.published().into_iter().find(|p| p.claim == claim)
+        })
+        .await
+    }
+
     pub(crate) fn kubectl(&self, args: &[&str]) -> String {
         self.cluster
             .kubectl(args, None)

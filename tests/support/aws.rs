@@ -37,6 +37,18 @@ impl Ec2Sim {
         out.instances()[0].instance_id().unwrap().to_string()
     }
 
+    /// Every snapshot this account owns, with its tags.
+    pub async fn own_snapshots(&self) -> Vec<aws_sdk_ec2::types::Snapshot> {
+        self.sdk()
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .expect("DescribeSnapshots")
+            .snapshots()
+            .to_vec()
+    }
+
     /// Every live volume EC2 has, with its tags.
     pub async fn all_volumes(&self) -> Vec<aws_sdk_ec2::types::Volume> {
         self.sdk()
